@@ -1,0 +1,3 @@
+from emotion_lightning.cli import main
+
+main()

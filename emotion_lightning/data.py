@@ -1,0 +1,272 @@
+"""The emotion data: label schema, splits, tokenization cached on disk, length-aware batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from emotion_lightning import sources
+from emotion_lightning.backbone import load_tokenizer
+from emotion_lightning.sampling import LengthGroupedBatchSampler, LengthSortedBatchSampler
+
+# The dataset's label ids, in order (dair-ai/emotion). Everything else derives from this.
+LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
+
+# Bump when the cached layout changes, so that stale caches are not reused.
+CACHE_FORMAT = 1
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where tokenized splits are kept: $EMOTION_LIGHTNING_CACHE, else ~/.cache/emotion_lightning."""
+    return Path(os.environ.get("EMOTION_LIGHTNING_CACHE", Path.home() / ".cache" / "emotion_lightning"))
+
+
+class TokenizedSplit(Dataset):
+    """A tokenized split kept in memory-mapped Arrow; fetches whole batches at once.
+
+    Only the columns a batch needs are read; ``text`` only where the output shows it.
+    """
+
+    def __init__(self, table, with_text: bool = False):
+        columns = ["input_ids", "index"] + [name for name in ("label", "text") if name in table.column_names]
+        if not with_text and "text" in columns:
+            columns.remove("text")
+        self.table = table.select_columns(columns)
+        self.lengths = table.data.column("length").to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.table[index]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, list]:
+        # One columnar read per batch instead of one row read per example.
+        return self.table[indices]
+
+
+class PadToLongest:
+    """Collate a columnar batch, padding ``input_ids`` to the batch's own longest text."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, columns: dict[str, list]) -> dict:
+        sequences = columns["input_ids"]
+        longest = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "index": torch.as_tensor(columns["index"]),
+        }
+        if "label" in columns:
+            batch["labels"] = torch.as_tensor(columns["label"])
+        if "text" in columns:
+            batch["text"] = columns["text"]
+        return batch
+
+
+class EmotionDataModule(L.LightningDataModule):
+    """Splits of dair-ai/emotion (from the Hub or a local folder), tokenized once and cached.
+
+    Args:
+        backbone: hub id or local folder whose tokenizer is used; the CLI links it from the model.
+        labels: label names in id order; the CLI links them from the model.
+        data_dir: local folder with ``train.*``, ``validation.*`` (or ``val.*``) and optionally
+            ``test.*`` in txt (``text;label``), CSV, JSON lines or Parquet. None: use the Hub.
+        dataset_name, dataset_config: the Hub dataset, used when ``data_dir`` is None.
+        max_length: longest tokenized text; longer ones are truncated.
+        predict_file: text file with one text per line, for ``predict``.
+        predict_texts: texts to classify, from Python (used when ``predict_file`` is None).
+        group_by_length: put texts of similar length in the same training batch (less padding).
+        cache_dir: where tokenized splits are stored; default :func:`default_cache_dir`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "distilbert-base-uncased",
+        labels: Sequence[str] = LABELS,
+        data_dir: str | None = None,
+        dataset_name: str = "dair-ai/emotion",
+        dataset_config: str | None = "split",
+        max_length: int = 512,
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        num_workers: int = 0,
+        predict_file: str | None = None,
+        predict_texts: Sequence[str] | None = None,
+        group_by_length: bool = True,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.labels = tuple(labels)
+        self.data_dir = data_dir
+        self.dataset_name = dataset_name
+        self.dataset_config = dataset_config
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.predict_file = predict_file
+        self.predict_texts = list(predict_texts) if predict_texts is not None else None
+        self.group_by_length = group_by_length
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.splits: dict[str, TokenizedSplit] = {}
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        """The backbone's tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.backbone)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    # -- where the tokenized data lives ------------------------------------------------------
+
+    def _tokenizer_fingerprint(self) -> str:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            described = json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
+        else:
+            # Truncation and padding state change when the tokenizer is called: not part of its identity.
+            described = json.loads(backend.to_str())
+            described.pop("truncation", None)
+            described.pop("padding", None)
+            described = json.dumps(described, sort_keys=True)
+        return hashlib.sha256(described.encode()).hexdigest()
+
+    def _source_fingerprint(self) -> str:
+        if self.data_dir is None:
+            return f"hub:{self.dataset_name}:{self.dataset_config}"
+        digest = hashlib.sha256()
+        for split, path in sorted(sources.find_split_files(self.data_dir).items()):
+            digest.update(f"{split}:{path.name}:".encode())
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def cache_path(self) -> Path:
+        """The folder of this data + tokenizer + settings; same inputs, same folder."""
+        key = json.dumps(
+            [CACHE_FORMAT, self._source_fingerprint(), self._tokenizer_fingerprint(), self.max_length, self.labels]
+        )
+        return self.cache_dir / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Read and tokenize every labelled split once; later runs find it in the cache."""
+        target = self.cache_path()
+        if (target / "complete").is_file():
+            log.info("Tokenized data found in %s", target)
+            return
+        if self.data_dir is not None:
+            raw = {
+                split: sources.read_split_file(path, self.labels)
+                for split, path in sources.find_split_files(self.data_dir).items()
+            }
+        else:
+            raw = sources.load_hub_splits(self.dataset_name, self.dataset_config, self.labels)
+        target.mkdir(parents=True, exist_ok=True)
+        for split, columns in raw.items():
+            self._tokenize(columns).save_to_disk(str(target / split))
+        # Written last: a run killed mid-way leaves no folder that looks complete.
+        (target / "complete").write_text(json.dumps(sorted(raw)))
+
+    def setup(self, stage: str) -> None:
+        """Load the cached splits the stage needs (memory-mapped), or tokenize the predict texts."""
+        import datasets
+
+        if stage == "predict":
+            self.splits["predict"] = TokenizedSplit(self._tokenize(self._predict_columns()), with_text=True)
+            return
+        target = self.cache_path()
+        if not (target / "complete").is_file():
+            raise RuntimeError(f"No tokenized data in {target}: prepare_data() must run before setup()")
+        wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}[stage]
+        for split in wanted:
+            if not (target / split).is_dir():
+                where = self.data_dir or f"{self.dataset_name} ({self.dataset_config})"
+                raise FileNotFoundError(f"{where} has no {split} split (expected a {split}.* file)")
+            self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)))
+
+    def _predict_columns(self) -> dict[str, list]:
+        if self.predict_file is not None:
+            texts, _ = sources.read_predict_file(self.predict_file)
+            return {"text": texts}
+        if self.predict_texts is None:
+            raise ValueError("Nothing to predict: give --data.predict_file (one text per line) or predict_texts")
+        for position, text in enumerate(self.predict_texts):
+            if not isinstance(text, str):
+                raise TypeError(f"predict_texts[{position}] is a {type(text).__name__}, not a string")
+        return {"text": list(self.predict_texts)}
+
+    def _tokenize(self, columns: dict[str, list]):
+        import datasets
+
+        table = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["text"])))})
+        tokenizer = self.tokenizer
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            encoded = tokenizer(batch["text"], truncation=True, max_length=self.max_length)
+            return {"input_ids": encoded["input_ids"], "length": [len(ids) for ids in encoded["input_ids"]]}
+
+        return table.map(encode, batched=True, batch_size=2000, desc="Tokenizing")
+
+    # -- loaders -----------------------------------------------------------------------------
+
+    def _loader(self, split: str, training: bool) -> DataLoader:
+        if self.num_workers > 0:
+            # The tokenizer already ran in this process; forked workers must not use its threads.
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        dataset = self.splits[split]
+        if training and self.group_by_length:
+            batches = LengthGroupedBatchSampler(RandomSampler(dataset), self.batch_size, lengths=dataset.lengths)
+        elif training:
+            batches = BatchSampler(RandomSampler(dataset), self.batch_size, drop_last=False)
+        else:
+            batches = LengthSortedBatchSampler(
+                SequentialSampler(dataset), self.eval_batch_size, lengths=dataset.lengths
+            )
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=PadToLongest(self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", training=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", training=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", training=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", training=False)

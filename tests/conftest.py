@@ -1,0 +1,139 @@
+"""Tiny models and fixture data, all built locally: the tests need no network."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from emotion_lightning.data import LABELS
+
+# A few words that carry each label, so that a tiny model has something to learn.
+LABEL_WORDS = {
+    "sadness": ["sad", "lonely", "gloomy"],
+    "joy": ["happy", "glad", "cheerful"],
+    "love": ["loving", "tender", "adoring"],
+    "anger": ["angry", "furious", "annoyed"],
+    "fear": ["scared", "afraid", "nervous"],
+    "surprise": ["amazed", "surprised", "shocked"],
+}
+FILLER_WORDS = ["i", "feel", "so", "really", "today", "very", "am", "this", "about", "my", "exam", "passed"]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def fixture_rows(count_per_label: int, seed: int) -> list[tuple[str, str]]:
+    """Labelled texts of varied length, in a shuffled but fixed order."""
+    rng = random.Random(seed)
+    rows = []
+    for label in LABELS:
+        for _ in range(count_per_label):
+            words = rng.choices(FILLER_WORDS, k=rng.randint(1, 12)) + [rng.choice(LABEL_WORDS[label])]
+            rng.shuffle(words)
+            rows.append((" ".join(words), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_semicolon_file(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{text};{label}\n" for text, label in rows))
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_environment(tmp_path_factory):
+    """No test reaches the Hub, and tokenized caches go to a temporary folder."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setenv("HF_DATASETS_OFFLINE", "1")
+    patch.setenv("WANDB_MODE", "offline")
+    patch.setenv("EMOTION_LIGHTNING_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """train / validation / test in the original ``text;label`` format."""
+    folder = tmp_path_factory.mktemp("emotion")
+    write_semicolon_file(folder / "train.txt", fixture_rows(8, seed=1))
+    write_semicolon_file(folder / "validation.txt", fixture_rows(3, seed=2))
+    write_semicolon_file(folder / "test.txt", fixture_rows(3, seed=3))
+    return folder
+
+
+def _save_tokenizer(folder: Path) -> None:
+    from transformers import BertTokenizerFast
+
+    words = sorted({w for ws in LABEL_WORDS.values() for w in ws} | set(FILLER_WORDS))
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(SPECIAL_TOKENS + words) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+
+
+def _vocab_size() -> int:
+    return len(SPECIAL_TOKENS) + len({w for ws in LABEL_WORDS.values() for w in ws} | set(FILLER_WORDS))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and its WordPiece tokenizer, as a local folder."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    _save_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide DistilBERT (takes no token_type_ids) with random weights, as a local folder."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    folder = tmp_path_factory.mktemp("tiny-distilbert")
+    torch.manual_seed(0)
+    config = DistilBertConfig(
+        vocab_size=_vocab_size(), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64
+    )
+    DistilBertModel(config).save_pretrained(folder)
+    _save_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture
+def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
+    """CLI arguments for a short CPU fit of the tiny model on the fixture data, into tmp_path."""
+    return [
+        "--model.backbone",
+        str(tiny_distilbert),
+        "--model.learning_rate",
+        "1e-3",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]

@@ -1,0 +1,138 @@
+"""The real CLI, driven through main(args) on tiny models."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotion_lightning.cli import main
+from emotion_lightning.data import LABELS
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "max_epochs" in capsys.readouterr().out
+
+
+def test_offline_config_composes_with_reference(capsys):
+    reference, offline = (
+        str(Path(__file__).parents[1] / "configs" / name) for name in ("reference.yaml", "offline.yaml")
+    )
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", reference, "-c", offline, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "backbone: sentence-transformers/all-MiniLM-L6-v2" in printed
+    assert "data_dir: ../shared/data/emotion" in printed
+    assert "max_epochs: 3" in printed
+
+
+def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_path, tiny_distilbert):
+    cli = main(["fit", *fit_args])
+    checkpoint_dir = tmp_path / "checkpoints"
+    assert (checkpoint_dir / "best.ckpt").is_file()
+    assert (checkpoint_dir / "last.ckpt").is_file()
+    callback = cli.trainer.checkpoint_callback
+    assert callback.monitor == "val/acc" and callback.mode == "max"
+    assert Path(callback.best_model_path) == checkpoint_dir / "best.ckpt"
+    # One value, given once, reaches both the model and the data.
+    assert cli.datamodule.backbone == str(tiny_distilbert)
+    assert cli.datamodule.labels == cli.model.labels == LABELS
+    logged = cli.trainer.callback_metrics
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1_macro"):
+        assert key in logged, key
+    best = torch.load(checkpoint_dir / "best.ckpt", weights_only=False)
+    assert best["callbacks"]
+    assert float(callback.best_model_score) == pytest.approx(
+        max(float(logged["val/acc"]), float(callback.best_model_score))
+    )
+
+
+def test_validate_and_test_from_checkpoint(fit_args, tmp_path):
+    main(["fit", *fit_args])
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    validated = main(["validate", *fit_args, "--ckpt_path", best])
+    assert 0.0 <= float(validated.trainer.callback_metrics["val/acc"]) <= 1.0
+    tested = main(["test", *fit_args, "--ckpt_path", best])
+    assert {"test/acc", "test/f1_macro", "test/loss"} <= set(tested.trainer.callback_metrics)
+
+
+def test_test_without_test_split_says_so(fit_args, tmp_path, data_dir):
+    no_test = tmp_path / "no-test"
+    no_test.mkdir()
+    for name in ("train.txt", "validation.txt"):
+        (no_test / name).write_text((data_dir / name).read_text())
+    args = [*fit_args, "--data.data_dir", str(no_test)]
+    with pytest.raises(FileNotFoundError, match="no test split"):
+        main(["test", *args])
+
+
+def test_predict_writes_csv_in_input_order(fit_args, tmp_path):
+    main(["fit", *fit_args])
+    texts = ["i feel happy", "i am so angry about this exam really really very angry today", "sad", "scared"]
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_text("\n".join(texts) + "\n")
+    output = tmp_path / "out" / "predictions.csv"
+    main(
+        [
+            "predict",
+            *fit_args,
+            "--ckpt_path",
+            str(tmp_path / "checkpoints" / "best.ckpt"),
+            "--data.predict_file",
+            str(predict_file),
+            "--data.eval_batch_size",
+            "2",
+            "--prediction_writer.output_file",
+            str(output),
+        ]
+    )
+    with output.open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["text"] for row in rows] == texts
+    assert list(rows[0]) == ["text", "label", "score", *(f"prob_{label}" for label in LABELS)]
+    for row in rows:
+        probabilities = [float(row[f"prob_{label}"]) for label in LABELS]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert row["label"] == LABELS[probabilities.index(max(probabilities))]
+        assert float(row["score"]) == max(probabilities)
+    assert not list(output.parent.glob("*.part*"))
+
+
+def test_predict_file_defaults_to_root_dir(fit_args, tmp_path):
+    main(["fit", *fit_args])
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_text("i feel glad\n")
+    main(
+        [
+            "predict",
+            *fit_args,
+            "--ckpt_path",
+            str(tmp_path / "checkpoints" / "last.ckpt"),
+            "--data.predict_file",
+            str(predict_file),
+        ]
+    )
+    assert (tmp_path / "predictions.csv").is_file()
+
+
+def test_cpu_run_falls_back_from_fp16_with_one_log_line(fit_args, caplog):
+    cli = main(["fit", *fit_args, "--trainer.precision", "16-mixed", "--trainer.max_epochs", "1"])
+    assert cli.trainer.precision in ("bf16-mixed", "32-true")
+    messages = [record.getMessage() for record in caplog.records if "needs a CUDA GPU" in record.getMessage()]
+    assert len(messages) == 1
+
+
+def test_module_entry_point_runs_help():
+    result = subprocess.run([sys.executable, "-m", "emotion_lightning", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "fit" in result.stdout and "predict" in result.stdout
