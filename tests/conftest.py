@@ -63,12 +63,29 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _save_tokenizer(folder: Path) -> None:
-    from transformers import BertTokenizerFast
+    """An uncased WordPiece tokenizer like DistilBERT's, over a few dozen words."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import PreTrainedTokenizerFast
 
     words = sorted({w for ws in LABEL_WORDS.values() for w in ws} | set(FILLER_WORDS))
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(SPECIAL_TOKENS + words) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + words)}
+    backend = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
+    )
+    tokenizer.save_pretrained(folder)
 
 
 def _vocab_size() -> int:

@@ -1,0 +1,114 @@
+"""EmotionDataModule: sources, tokenization cache, dynamic padding."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotion_lightning.data import LABELS, EmotionDataModule
+from tests.conftest import fixture_rows, write_semicolon_file
+
+
+def make_datamodule(backbone, data_dir, tmp_path, **settings) -> EmotionDataModule:
+    return EmotionDataModule(
+        backbone=str(backbone), data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), **settings
+    )
+
+
+def test_batches_are_padded_to_their_own_longest_text(tiny_distilbert, data_dir, tmp_path):
+    datamodule = make_datamodule(tiny_distilbert, data_dir, tmp_path, batch_size=4)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    for batch in datamodule.train_dataloader():
+        # Only inputs every backbone accepts: DistilBERT has no token_type_ids.
+        assert set(batch) == {"input_ids", "attention_mask", "labels", "index"}
+        assert batch["input_ids"].shape == batch["attention_mask"].shape
+        assert batch["attention_mask"].sum(dim=1).max() == batch["input_ids"].shape[1]
+        pad = datamodule.tokenizer.pad_token_id
+        assert ((batch["input_ids"] == pad) == (batch["attention_mask"] == 0)).all()
+    assert len(datamodule.splits["train"]) == 8 * len(LABELS)
+
+
+def test_labels_and_texts_stay_together(tiny_distilbert, data_dir, tmp_path):
+    datamodule = make_datamodule(tiny_distilbert, data_dir, tmp_path)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    rows = fixture_rows(3, seed=2)
+    for batch in datamodule.val_dataloader():
+        for ids, label, index in zip(batch["input_ids"], batch["labels"], batch["index"], strict=True):
+            text, label_name = rows[int(index)]
+            decoded = datamodule.tokenizer.decode(ids, skip_special_tokens=True)
+            assert decoded == text
+            assert LABELS[int(label)] == label_name
+
+
+def test_second_run_reuses_the_tokenized_cache(tiny_distilbert, data_dir, tmp_path, monkeypatch):
+    first = make_datamodule(tiny_distilbert, data_dir, tmp_path)
+    first.prepare_data()
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again although the cache holds this data")
+
+    monkeypatch.setattr(EmotionDataModule, "_tokenize", no_tokenizing)
+    second = make_datamodule(tiny_distilbert, data_dir, tmp_path)
+    second.prepare_data()
+    second.setup("fit")
+    assert second.cache_path() == first.cache_path()
+    assert len(second.splits["validation"]) == 3 * len(LABELS)
+
+
+def test_cache_changes_with_data_and_settings(tiny_distilbert, data_dir, tmp_path):
+    other_data = tmp_path / "other"
+    other_data.mkdir()
+    write_semicolon_file(other_data / "train.txt", fixture_rows(2, seed=9))
+    write_semicolon_file(other_data / "validation.txt", fixture_rows(1, seed=9))
+    base = make_datamodule(tiny_distilbert, data_dir, tmp_path).cache_path()
+    assert make_datamodule(tiny_distilbert, other_data, tmp_path).cache_path() != base
+    assert make_datamodule(tiny_distilbert, data_dir, tmp_path, max_length=8).cache_path() != base
+
+
+def test_truncation_at_max_length(tiny_distilbert, data_dir, tmp_path):
+    datamodule = make_datamodule(tiny_distilbert, data_dir, tmp_path, max_length=5)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert max(datamodule.splits["train"].lengths) == 5
+
+
+def test_predict_texts_from_python_keep_their_index(tiny_distilbert, tmp_path):
+    datamodule = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["i am glad", "so very sad today"])
+    datamodule.setup("predict")
+    batch = next(iter(datamodule.predict_dataloader()))
+    # Longest first; the index says where each text came from.
+    assert batch["index"].tolist() == [1, 0]
+    assert batch["text"] == ["so very sad today", "i am glad"]
+
+
+def test_predict_texts_must_be_strings(tiny_distilbert):
+    datamodule = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["fine", 3])
+    with pytest.raises(TypeError, match=r"predict_texts\[1\] is a int"):
+        datamodule.setup("predict")
+
+
+def test_hub_dataset_path(tiny_distilbert, tmp_path, monkeypatch):
+    """Source A, with datasets.load_dataset standing in for the Hub (which tests cannot reach)."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(LABELS))})
+
+    def split(seed):
+        rows = fixture_rows(2, seed=seed)
+        return datasets.Dataset.from_dict(
+            {"text": [t for t, _ in rows], "label": [LABELS.index(label) for _, label in rows]}, features=features
+        )
+
+    calls = []
+
+    def fake_load_dataset(name, config):
+        calls.append((name, config))
+        return datasets.DatasetDict({"train": split(1), "validation": split(2), "test": split(3)})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    datamodule = EmotionDataModule(backbone=str(tiny_distilbert), cache_dir=str(tmp_path))
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    assert calls == [("dair-ai/emotion", "split")]
+    assert len(datamodule.splits["test"]) == 2 * len(LABELS)
