@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from emotion_lightning.backbone import tokenizer_from_files
 from emotion_lightning.callbacks import PredictionWriter
 from emotion_lightning.data import EmotionDataModule
-from emotion_lightning.model import EmotionClassifier
+from emotion_lightning.model import TOKENIZER_CHECKPOINT_KEY, EmotionClassifier
 from emotion_lightning.precision import runnable_precision
 
 
@@ -46,6 +48,30 @@ class EmotionCLI(LightningCLI):
         if config.checkpoint.dirpath is None:
             root = config.trainer.default_root_dir or "."
             config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+
+    def instantiate_trainer(self, **kwargs):
+        # A rich progress bar, unless the config turns progress bars off or brings its own.
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        configured = trainer_config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        wants_bar = trainer_config.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(callback, ProgressBar) for callback in configured):
+            kwargs.setdefault("callbacks", [*configured, RichProgressBar()])
+        return super().instantiate_trainer(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self.subcommand in ("validate", "test", "predict"):
+            self._tokenize_with_checkpoint_tokenizer()
+
+    def _tokenize_with_checkpoint_tokenizer(self) -> None:
+        """Evaluate with the tokenizer the checkpoint was trained with, not a fresh download."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        if TOKENIZER_CHECKPOINT_KEY in checkpoint:
+            self.datamodule.tokenizer = tokenizer_from_files(checkpoint[TOKENIZER_CHECKPOINT_KEY])
 
 
 def main(args: list[str] | None = None) -> EmotionCLI:

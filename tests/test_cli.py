@@ -136,3 +136,30 @@ def test_module_entry_point_runs_help():
     result = subprocess.run([sys.executable, "-m", "emotion_lightning", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "fit" in result.stdout and "predict" in result.stdout
+
+
+def test_predict_from_checkpoint_needs_no_backbone(fit_args, tmp_path, tiny_distilbert):
+    """The checkpoint carries the architecture and the tokenizer: the backbone folder can be gone."""
+    import shutil
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_distilbert, backbone)
+    args = [*fit_args, "--model.backbone", str(backbone)]
+    main(["fit", *args])
+    shutil.rmtree(backbone)
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_text("i feel glad\ni am scared\n")
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    main(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
+    with (tmp_path / "predictions.csv").open() as file:
+        assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
+
+
+def test_rich_progress_bar_unless_turned_off(fit_args):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    without_bar = main(["fit", *fit_args, "--trainer.max_epochs", "1"])
+    assert not any(isinstance(c, RichProgressBar) for c in without_bar.trainer.callbacks)
+    position = fit_args.index("--trainer.enable_progress_bar")
+    with_bar = main(["fit", *fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "1"])
+    assert isinstance(with_bar.trainer.progress_bar_callback, RichProgressBar)
