@@ -74,8 +74,8 @@ class EmotionCLI(LightningCLI):
             self.datamodule.tokenizer = tokenizer_from_files(checkpoint[TOKENIZER_CHECKPOINT_KEY])
 
 
-def main(args: list[str] | None = None) -> EmotionCLI:
-    """Run the CLI with ``args`` (default: the command line); returns the CLI for inspection."""
+def run(args: list[str] | None = None) -> EmotionCLI:
+    """Run the CLI with ``args`` (default: the command line) and return it, for inspection."""
     return EmotionCLI(
         EmotionClassifier,
         EmotionDataModule,
@@ -83,3 +83,8 @@ def main(args: list[str] | None = None) -> EmotionCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """The console script and ``python -m emotion_lightning``."""
+    run(args)

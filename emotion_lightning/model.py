@@ -93,8 +93,12 @@ class EmotionClassifier(L.LightningModule):
         loss = F.cross_entropy(logits.float(), batch["labels"])
         metrics.update(logits.detach(), batch["labels"])
         stage = metrics.prefix.rstrip("/")
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(logits))
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(logits))
+            # The epoch's mean training loss, for per-epoch tables next to val/loss.
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(logits))
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotion_lightning.cli import main
+from emotion_lightning.cli import run as main
 from emotion_lightning.data import LABELS
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -48,7 +48,7 @@ def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_pa
     assert cli.datamodule.backbone == str(tiny_distilbert)
     assert cli.datamodule.labels == cli.model.labels == LABELS
     logged = cli.trainer.callback_metrics
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1_macro"):
+    for key in ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro"):
         assert key in logged, key
     best = torch.load(checkpoint_dir / "best.ckpt", weights_only=False)
     assert best["callbacks"]
@@ -163,3 +163,14 @@ def test_rich_progress_bar_unless_turned_off(fit_args):
     position = fit_args.index("--trainer.enable_progress_bar")
     with_bar = main(["fit", *fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "1"])
     assert isinstance(with_bar.trainer.progress_bar_callback, RichProgressBar)
+
+
+def test_console_script_exits_zero(fit_args, tmp_path):
+    """The installed `emotion-lightning` command: a finished run exits with status 0."""
+    import shutil
+
+    script = shutil.which("emotion-lightning", path=str(Path(sys.executable).parent))
+    assert script, "emotion-lightning is not installed next to this Python"
+    result = subprocess.run([script, "fit", *fit_args, "--trainer.max_epochs", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
