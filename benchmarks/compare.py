@@ -151,7 +151,7 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
     final = trainer.evaluate()
     wall = time.perf_counter() - start
     epoch_accuracy = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e][:epochs]
-    tokens = count_tokens(tokenizer, train["text"]) * epochs
+    tokens = count_tokens(tokenizer, list(train["text"])) * epochs
     del torch
     return {
         "arm": "HF Trainer",
@@ -184,14 +184,14 @@ def run_lightning(data_dir: Path, backbone: str, epochs: int, work_dir: Path) ->
             self._started = time.perf_counter()
 
         def on_validation_epoch_start(self, trainer, pl_module):
-            if trainer.training and hasattr(self, "_started"):
+            if trainer.state.fn == "fit" and hasattr(self, "_started"):
                 TrainTime.seconds += time.perf_counter() - self._started
 
     class EpochAccuracy(Callback):
         values: list[float] = []
 
         def on_validation_epoch_end(self, trainer, pl_module):
-            if trainer.training and not trainer.sanity_checking:
+            if trainer.state.fn == "fit" and not trainer.sanity_checking:
                 EpochAccuracy.values.append(float(trainer.callback_metrics["val/acc"]))
 
     start = time.perf_counter()

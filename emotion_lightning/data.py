@@ -179,6 +179,8 @@ class EmotionDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Read and tokenize every labelled split once; later runs find it in the cache."""
+        if self.trainer is not None and self.trainer.state.fn == "predict":
+            return  # predicting reads only the texts to classify, tokenized in setup
         target = self.cache_path()
         if (target / "complete").is_file():
             log.info("Tokenized data found in %s", target)

@@ -112,3 +112,20 @@ def test_hub_dataset_path(tiny_distilbert, tmp_path, monkeypatch):
     datamodule.setup("test")
     assert calls == [("dair-ai/emotion", "split")]
     assert len(datamodule.splits["test"]) == 2 * len(LABELS)
+
+
+def test_predicting_reads_no_labelled_split(tiny_distilbert, tmp_path, monkeypatch):
+    """Predict from Python with the Hub unreachable: only the given texts are read."""
+    import datasets
+    import lightning as L
+
+    from emotion_lightning import EmotionClassifier
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("predict loaded a labelled dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    data = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["i am glad", "so sad"])
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    batches = trainer.predict(EmotionClassifier(backbone=str(tiny_distilbert)), data)
+    assert sorted(i for batch in batches for i in batch["index"].tolist()) == [0, 1]
