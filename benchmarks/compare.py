@@ -36,6 +36,11 @@ def parse_args(argv=None):
         action="store_true",
         help="use a full-size DistilBERT built from DistilBertConfig() with random weights (speed only)",
     )
+    parser.add_argument(
+        "--tokenizer",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="with --random-distilbert: tokenizer folder or id (default: the stand-in's uncased WordPiece)",
+    )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training texts")
@@ -285,15 +290,15 @@ def slice_data(source: Path, target: Path, train_limit: int | None, val_limit: i
     return target
 
 
-def make_random_distilbert(target: Path) -> Path:
-    """A full-size DistilBERT (DistilBertConfig() defaults) with random weights, with the uncased
-    WordPiece tokenizer of the stand-in backbone (the same vocabulary). Speed runs only."""
+def make_random_distilbert(target: Path, tokenizer: str) -> Path:
+    """A full-size DistilBERT (DistilBertConfig() defaults) with random weights, with an uncased
+    WordPiece tokenizer of DistilBERT's vocabulary (the stand-in backbone's). Speed runs only."""
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 
     from emotion_lightning.backbone import resolve_backbone
 
     DistilBertModel(DistilBertConfig()).save_pretrained(target)
-    AutoTokenizer.from_pretrained(resolve_backbone("sentence-transformers/all-MiniLM-L6-v2")).save_pretrained(target)
+    AutoTokenizer.from_pretrained(resolve_backbone(tokenizer)).save_pretrained(target)
     return target
 
 
@@ -390,7 +395,11 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="emotion-benchmark-") as scratch:
         work_dir = Path(scratch)
         data_dir = slice_data(args.data_dir, work_dir / "data", args.train_limit, args.val_limit)
-        backbone = str(make_random_distilbert(work_dir / "distilbert")) if args.random_distilbert else args.backbone
+        backbone = (
+            str(make_random_distilbert(work_dir / "distilbert", args.tokenizer))
+            if args.random_distilbert
+            else args.backbone
+        )
         results = {
             "settings": {
                 "backbone": "DistilBertConfig() random weights" if args.random_distilbert else args.backbone,

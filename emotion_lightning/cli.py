@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from emotion_lightning.callbacks import PredictionWriter
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.model import TOKENIZER_CHECKPOINT_KEY, EmotionClassifier
 from emotion_lightning.precision import runnable_precision
+from emotion_lightning.reports import EvaluationReports
+from emotion_lightning.wandb_logging import SaveConfigToLoggers
 
 
 class EmotionCLI(LightningCLI):
@@ -38,6 +41,7 @@ class EmotionCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(EvaluationReports, "reports")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -80,11 +84,18 @@ def run(args: list[str] | None = None) -> EmotionCLI:
         EmotionClassifier,
         EmotionDataModule,
         seed_everything_default=42,
+        save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         args=args,
     )
 
 
 def main(args: list[str] | None = None) -> None:
-    """The console script and ``python -m emotion_lightning``."""
+    """The console script and ``python -m emotion_lightning``: the Lightning subcommands, and ``export``."""
+    args = sys.argv[1:] if args is None else list(args)
+    if args[:1] == ["export"]:
+        from emotion_lightning import export
+
+        export.main(args[1:])
+        return
     run(args)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from emotion_lightning import sources
@@ -24,6 +25,13 @@ LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 CACHE_FORMAT = 1
 
 log = logging.getLogger(__name__)
+
+
+def truncate(ids: list[int], max_length: int) -> list[int]:
+    """Cut token ids to ``max_length``, keeping the closing special token ([SEP]) as the tokenizer does."""
+    if len(ids) <= max_length:
+        return ids
+    return ids[: max_length - 1] + ids[-1:]
 
 
 def default_cache_dir() -> Path:
@@ -213,7 +221,9 @@ class EmotionDataModule(L.LightningDataModule):
             if not (target / split).is_dir():
                 where = self.data_dir or f"{self.dataset_name} ({self.dataset_config})"
                 raise FileNotFoundError(f"{where} has no {split} split (expected a {split}.* file)")
-            self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)))
+            # Evaluation batches carry their texts, for reports of the most confident mistakes.
+            with_text = split != "train"
+            self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)), with_text=with_text)
 
     def _predict_columns(self) -> dict[str, list]:
         if self.predict_file is not None:
@@ -226,17 +236,33 @@ class EmotionDataModule(L.LightningDataModule):
                 raise TypeError(f"predict_texts[{position}] is a {type(text).__name__}, not a string")
         return {"text": list(self.predict_texts)}
 
+    def effective_max_length(self) -> int:
+        """``max_length``, clamped to what the tokenizer's model accepts (with a warning)."""
+        limit = self.tokenizer.model_max_length
+        # Tokenizers without a known limit report a huge sentinel value.
+        if limit < 1_000_000 and self.max_length > limit:
+            rank_zero_warn(f"max_length={self.max_length} is more than {self.backbone} accepts; using {limit}")
+            return limit
+        return self.max_length
+
     def _tokenize(self, columns: dict[str, list]):
         import datasets
 
         table = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["text"])))})
-        tokenizer = self.tokenizer
+        tokenizer, max_length = self.tokenizer, self.effective_max_length()
+        truncated = 0
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(batch["text"], truncation=True, max_length=self.max_length)
-            return {"input_ids": encoded["input_ids"], "length": [len(ids) for ids in encoded["input_ids"]]}
+            nonlocal truncated
+            full = tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
+            truncated += sum(len(ids) > max_length for ids in full)
+            input_ids = [truncate(ids, max_length) for ids in full]
+            return {"input_ids": input_ids, "length": [len(ids) for ids in input_ids]}
 
-        return table.map(encode, batched=True, batch_size=2000, desc="Tokenizing")
+        tokenized = table.map(encode, batched=True, batch_size=2000, desc="Tokenizing")
+        if truncated:
+            rank_zero_warn(f"{truncated} of {len(table)} texts were longer than {max_length} tokens and were truncated")
+        return tokenized
 
     # -- loaders -----------------------------------------------------------------------------
 

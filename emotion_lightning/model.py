@@ -87,7 +87,7 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def _shared_step(self, batch: dict, metrics: MetricCollection) -> torch.Tensor:
+    def _shared_step(self, batch: dict, metrics: MetricCollection) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])
         # The loss in fp32 even under mixed precision: log-softmax is where low precision hurts.
         loss = F.cross_entropy(logits.float(), batch["labels"])
@@ -100,16 +100,20 @@ class EmotionClassifier(L.LightningModule):
         else:
             self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
-        return loss
+        return loss, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, self.train_metrics)
+        loss, _ = self._shared_step(batch, self.train_metrics)
+        return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, self.val_metrics)
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        # Probabilities go to callbacks (reports: confusion matrix, per-class scores, mistakes).
+        _, logits = self._shared_step(batch, self.val_metrics)
+        return {"probabilities": logits.detach().float().softmax(dim=-1)}
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, self.test_metrics)
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        _, logits = self._shared_step(batch, self.test_metrics)
+        return {"probabilities": logits.detach().float().softmax(dim=-1)}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Label ids, label names and class probabilities for each text, with its input index."""

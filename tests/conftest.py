@@ -154,3 +154,22 @@ def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
         "--trainer.enable_model_summary",
         "false",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_distilbert, data_dir, tmp_path_factory) -> Path:
+    """A checkpoint of the tiny DistilBERT after a few training steps on the fixture data."""
+    import lightning as L
+
+    from emotion_lightning import EmotionClassifier, EmotionDataModule
+
+    folder = tmp_path_factory.mktemp("tiny-checkpoint")
+    L.seed_everything(0)
+    model = EmotionClassifier(backbone=str(tiny_distilbert), learning_rate=1e-3)
+    data = EmotionDataModule(backbone=str(tiny_distilbert), data_dir=str(data_dir), batch_size=8)
+    trainer = L.Trainer(
+        max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=folder
+    )
+    trainer.fit(model, data)
+    trainer.save_checkpoint(folder / "model.ckpt")
+    return folder / "model.ckpt"

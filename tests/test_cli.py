@@ -1,4 +1,4 @@
-"""The real CLI, driven through main(args) on tiny models."""
+"""The real CLI, driven through run(args) (what main() and the console script call) on tiny models."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotion_lightning.cli import run as main
+from emotion_lightning.cli import run
 from emotion_lightning.data import LABELS
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+# sweep.yaml is a W&B sweep, not a Lightning config: test_wandb_logging checks it.
+CONFIGS = sorted(path for path in (Path(__file__).parents[1] / "configs").glob("*.yaml") if path.name != "sweep.yaml")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
 def test_every_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", str(config), "--print_config"])
+        run(["fit", "-c", str(config), "--print_config"])
     assert exit_info.value.code == 0
     assert "max_epochs" in capsys.readouterr().out
 
@@ -29,7 +30,7 @@ def test_offline_config_composes_with_reference(capsys):
         str(Path(__file__).parents[1] / "configs" / name) for name in ("reference.yaml", "offline.yaml")
     )
     with pytest.raises(SystemExit):
-        main(["fit", "-c", reference, "-c", offline, "--print_config"])
+        run(["fit", "-c", reference, "-c", offline, "--print_config"])
     printed = capsys.readouterr().out
     assert "backbone: sentence-transformers/all-MiniLM-L6-v2" in printed
     assert "data_dir: ../shared/data/emotion" in printed
@@ -37,7 +38,7 @@ def test_offline_config_composes_with_reference(capsys):
 
 
 def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_path, tiny_distilbert):
-    cli = main(["fit", *fit_args])
+    cli = run(["fit", *fit_args])
     checkpoint_dir = tmp_path / "checkpoints"
     assert (checkpoint_dir / "best.ckpt").is_file()
     assert (checkpoint_dir / "last.ckpt").is_file()
@@ -58,11 +59,11 @@ def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_pa
 
 
 def test_validate_and_test_from_checkpoint(fit_args, tmp_path):
-    main(["fit", *fit_args])
+    run(["fit", *fit_args])
     best = str(tmp_path / "checkpoints" / "best.ckpt")
-    validated = main(["validate", *fit_args, "--ckpt_path", best])
+    validated = run(["validate", *fit_args, "--ckpt_path", best])
     assert 0.0 <= float(validated.trainer.callback_metrics["val/acc"]) <= 1.0
-    tested = main(["test", *fit_args, "--ckpt_path", best])
+    tested = run(["test", *fit_args, "--ckpt_path", best])
     assert {"test/acc", "test/f1_macro", "test/loss"} <= set(tested.trainer.callback_metrics)
 
 
@@ -73,16 +74,16 @@ def test_test_without_test_split_says_so(fit_args, tmp_path, data_dir):
         (no_test / name).write_text((data_dir / name).read_text())
     args = [*fit_args, "--data.data_dir", str(no_test)]
     with pytest.raises(FileNotFoundError, match="no test split"):
-        main(["test", *args])
+        run(["test", *args])
 
 
 def test_predict_writes_csv_in_input_order(fit_args, tmp_path):
-    main(["fit", *fit_args])
+    run(["fit", *fit_args])
     texts = ["i feel happy", "i am so angry about this exam really really very angry today", "sad", "scared"]
     predict_file = tmp_path / "texts.txt"
     predict_file.write_text("\n".join(texts) + "\n")
     output = tmp_path / "out" / "predictions.csv"
-    main(
+    run(
         [
             "predict",
             *fit_args,
@@ -109,10 +110,10 @@ def test_predict_writes_csv_in_input_order(fit_args, tmp_path):
 
 
 def test_predict_file_defaults_to_root_dir(fit_args, tmp_path):
-    main(["fit", *fit_args])
+    run(["fit", *fit_args])
     predict_file = tmp_path / "texts.txt"
     predict_file.write_text("i feel glad\n")
-    main(
+    run(
         [
             "predict",
             *fit_args,
@@ -126,7 +127,7 @@ def test_predict_file_defaults_to_root_dir(fit_args, tmp_path):
 
 
 def test_cpu_run_falls_back_from_fp16_with_one_log_line(fit_args, caplog):
-    cli = main(["fit", *fit_args, "--trainer.precision", "16-mixed", "--trainer.max_epochs", "1"])
+    cli = run(["fit", *fit_args, "--trainer.precision", "16-mixed", "--trainer.max_epochs", "1"])
     assert cli.trainer.precision in ("bf16-mixed", "32-true")
     messages = [record.getMessage() for record in caplog.records if "needs a CUDA GPU" in record.getMessage()]
     assert len(messages) == 1
@@ -145,12 +146,12 @@ def test_predict_from_checkpoint_needs_no_backbone(fit_args, tmp_path, tiny_dist
     backbone = tmp_path / "backbone"
     shutil.copytree(tiny_distilbert, backbone)
     args = [*fit_args, "--model.backbone", str(backbone)]
-    main(["fit", *args])
+    run(["fit", *args])
     shutil.rmtree(backbone)
     predict_file = tmp_path / "texts.txt"
     predict_file.write_text("i feel glad\ni am scared\n")
     best = str(tmp_path / "checkpoints" / "best.ckpt")
-    main(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
+    run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
     with (tmp_path / "predictions.csv").open() as file:
         assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
 
@@ -158,10 +159,10 @@ def test_predict_from_checkpoint_needs_no_backbone(fit_args, tmp_path, tiny_dist
 def test_rich_progress_bar_unless_turned_off(fit_args):
     from lightning.pytorch.callbacks import RichProgressBar
 
-    without_bar = main(["fit", *fit_args, "--trainer.max_epochs", "1"])
+    without_bar = run(["fit", *fit_args, "--trainer.max_epochs", "1"])
     assert not any(isinstance(c, RichProgressBar) for c in without_bar.trainer.callbacks)
     position = fit_args.index("--trainer.enable_progress_bar")
-    with_bar = main(["fit", *fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "1"])
+    with_bar = run(["fit", *fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "1"])
     assert isinstance(with_bar.trainer.progress_bar_callback, RichProgressBar)
 
 
@@ -174,3 +175,15 @@ def test_console_script_exits_zero(fit_args, tmp_path):
     result = subprocess.run([script, "fit", *fit_args, "--trainer.max_epochs", "1"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_predict_file_that_is_not_utf8_names_the_line(fit_args, tmp_path):
+    from emotion_lightning.sources import DataFileError
+
+    run(["fit", *fit_args, "--trainer.max_epochs", "1"])
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_bytes(b"i feel glad\n\xff\xfe broken\n")
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    with pytest.raises(DataFileError, match=r"texts.txt, line 2: bytes that are not UTF-8"):
+        run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
+    assert not (tmp_path / "predictions.csv").exists()

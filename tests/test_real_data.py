@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lightning.cli import run as main
+from emotion_lightning.cli import run
 
 REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data" / "emotion"
 STAND_IN_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -44,7 +44,7 @@ def test_short_real_run_learns_and_predicts(real_data, tmp_path):
         "--trainer.enable_progress_bar",
         "false",
     ]
-    cli = main(["fit", *args])
+    cli = run(["fit", *args])
     accuracy = float(cli.trainer.callback_metrics["val/acc"])
     # joy, the largest class, is 35.2% of the validation split: learning must beat always-joy clearly.
     print(f"val/acc after 100 steps: {accuracy:.4f}")
@@ -53,7 +53,7 @@ def test_short_real_run_learns_and_predicts(real_data, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("i feel so happy and excited today\ni feel so sad and lonely and miserable\n")
     best = str(tmp_path / "checkpoints" / "best.ckpt")
-    main(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(texts)])
+    run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(texts)])
     with (tmp_path / "predictions.csv").open() as file:
         labels = [row["label"] for row in csv.DictReader(file)]
     assert labels == ["joy", "sadness"]

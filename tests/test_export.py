@@ -1,0 +1,64 @@
+"""Exports load without this package and agree with the PyTorch model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_lightning import EmotionPredictor
+from emotion_lightning.cli import main
+from emotion_lightning.export import ONNX_FILE_NAME
+
+TEXTS = ["i am glad", "so very very sad and lonely today", "scared", "i feel angry about my exam"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    main(["export", str(tiny_checkpoint), str(folder), "--onnx"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint):
+    predictor = EmotionPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    return predictor, predictor.predict_probabilities(TEXTS)
+
+
+def test_pipeline_loads_the_folder_offline_and_agrees(exported, reference, monkeypatch):
+    from transformers import pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    predictor, probabilities = reference
+    classifier = pipeline("text-classification", model=str(exported), top_k=None)
+    for text, expected, outputs in zip(TEXTS, probabilities, classifier(TEXTS), strict=True):
+        by_label = {output["label"]: output["score"] for output in outputs}
+        assert set(by_label) == set(predictor.labels), text
+        actual = torch.tensor([by_label[label] for label in predictor.labels])
+        assert actual.argmax() == expected.argmax(), text
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_onnx_with_dynamic_batch_and_length_agrees(exported, reference):
+    import onnxruntime
+
+    predictor, probabilities = reference
+    session = onnxruntime.InferenceSession(str(exported / ONNX_FILE_NAME), providers=["CPUExecutionProvider"])
+    # One batch of all texts (padded), then texts one at a time: other batch sizes and lengths.
+    encoded = predictor.tokenizer(TEXTS, padding=True, return_tensors="np")
+    (logits,) = session.run(None, {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    together = torch.from_numpy(logits).softmax(-1)
+    torch.testing.assert_close(together, probabilities, atol=1e-4, rtol=0)
+    for text, expected in zip(TEXTS, probabilities, strict=True):
+        single = predictor.tokenizer([text], return_tensors="np")
+        (logits,) = session.run(None, {"input_ids": single["input_ids"], "attention_mask": single["attention_mask"]})
+        actual = torch.from_numpy(logits[0]).softmax(-1)
+        assert int(np.argmax(logits[0])) == int(expected.argmax())
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_export_of_a_missing_checkpoint_names_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "nope.ckpt"), str(tmp_path / "out")])
+    assert "nope.ckpt does not exist" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""W&B logging, offline: what a run records, read back from its own files; an unreachable server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emotion_lightning import EmotionPredictor
+from emotion_lightning.cli import run
+from tests.wandb_reader import summarize_run
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def wandb_args(fit_args, save_dir: Path, *extra: str) -> list[str]:
+    position = fit_args.index("--trainer.logger")
+    without_logger = fit_args[:position] + fit_args[position + 2 :]
+    return [
+        "-c",
+        str(CONFIGS / "wandb.yaml"),
+        *without_logger,
+        "--trainer.logger.init_args.save_dir",
+        str(save_dir),
+        "--trainer.logger.init_args.name",
+        "tiny-test-run",
+        *extra,
+    ]
+
+
+def test_offline_run_records_metrics_media_config_and_model(fit_args, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = wandb_args(
+        fit_args, tmp_path, "--trainer.callbacks+=LearningRateMonitor", "--trainer.log_every_n_steps", "1"
+    )
+    cli = run(["fit", *args])
+    import wandb
+
+    wandb.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    recorded = summarize_run(run_dir)
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1_macro", "lr-AdamW/pg1"):
+        assert key in recorded["history_keys"], key
+    media = recorded["media"]
+    # W&B's confusion-matrix chart is backed by a table of (actual, predicted, count) rows.
+    assert media["val/confusion_matrix_table"]["_type"] == "table-file"
+    assert media["val/confusion_matrix_table"]["nrows"] == 6 * 6
+    assert media["val/per_class"]["_type"] == "table-file" and media["val/per_class"]["nrows"] == 6
+    assert media["val/mistakes"]["_type"] == "table-file" and media["val/mistakes"]["ncols"] == 4
+    assert (run_dir / "files" / media["val/mistakes"]["path"]).is_file()
+    # The full resolved CLI config is the run's config.
+    assert recorded["config"]["model"]["learning_rate"] == 1e-3
+    assert recorded["config"]["trainer"]["max_epochs"] == 2
+    assert recorded["config"]["data"]["batch_size"] == 8
+    charts = {key: value for key, value in recorded["config"].items() if "val/confusion_matrix" in key}
+    assert any("wandb/confusion_matrix" in json.dumps(value) for value in charts.values()), list(recorded["config"])
+    assert recorded["summary"]["best/val_acc"] == pytest.approx(float(cli.trainer.checkpoint_callback.best_model_score))
+    assert recorded["summary"]["best/epoch"] in (0, 1)
+    models = [artifact for artifact in recorded["artifacts"] if artifact["type"] == "model"]
+    assert models and {"best", "latest"} <= set(models[0]["aliases"]), recorded["artifacts"]
+    assert models[0]["files"] == ["model.ckpt"]
+    # The artifact is the best checkpoint, which the package's own loader opens.
+    predictor = EmotionPredictor.from_checkpoint(cli.trainer.checkpoint_callback.best_model_path, device="cpu")
+    assert predictor(["i feel glad"])[0].label
+
+
+def test_unreachable_server_falls_back_to_offline_and_keeps_checkpoints(fit_args, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    args = wandb_args(fit_args, tmp_path, "--trainer.logger.init_args.init_timeout", "10")
+    run(["fit", *args, "--trainer.max_epochs", "1"])
+    import wandb
+
+    wandb.finish()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_no_api_key_means_offline(monkeypatch, tmp_path):
+    from emotion_lightning.wandb_logging import FallbackWandbLogger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    logger = FallbackWandbLogger(project="p", save_dir=str(tmp_path))
+    assert logger._wandb_init["mode"] == "offline"
+
+
+def test_sweep_parameters_are_cli_arguments(capsys):
+    import yaml
+
+    sweep = yaml.safe_load((CONFIGS / "sweep.yaml").read_text())
+    assert sweep["program"] == "emotion-lightning"
+    values = []
+    for name, spec in sweep["parameters"].items():
+        value = spec["values"][-1] if "values" in spec else spec["min"]
+        values.append(f"--{name}={value}")
+    command = [part for part in sweep["command"] if not part.startswith("${")]
+    assert command[:2] == ["emotion-lightning", "fit"]
+    configs = [str(Path(__file__).parents[1] / part) if part.endswith(".yaml") else part for part in command[2:]]
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", *configs, *values, "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "learning_rate: 1.0e-05" in printed and "max_epochs: 4" in printed and "warmup_ratio: 0.1" in printed
