@@ -149,6 +149,7 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
         train_dataset=train,
         eval_dataset=validation,
         compute_metrics=lambda p: {"accuracy": float((np.argmax(p.predictions, axis=-1) == p.label_ids).mean())},
+        callbacks=[EvalTime()],
     )
     train_start = time.perf_counter()
     trainer.train()
@@ -162,6 +163,7 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
         "arm": "HF Trainer",
         "wall_seconds": wall,
         "train_seconds": train_seconds,
+        "evaluation_seconds_during_training": EvalTime.seconds,
         "train_samples_per_second": len(train) * epochs / train_seconds,
         "train_tokens_per_second": tokens / train_seconds,
         "val_accuracy": final["eval_accuracy"],

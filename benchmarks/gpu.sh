@@ -14,6 +14,8 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 EMOTION_
 # The console script, for the test that runs it; no downloads (--no-index, no build isolation).
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m "not slow" -rs 2>&1 | tee "$out/tests.log"
+# wandb is not on the GPU image (its wheel is large); the W&B tests run in CI.
+timeout 200 python3 -m pytest -q -p no:cacheprovider -m "not slow" -rs --ignore=tests/test_wandb_logging.py 2>&1 \
+  | tee "$out/tests.log"
 timeout 330 python3 benchmarks/compare.py --random-distilbert --tokenizer .gpu/tokenizer --data-dir .gpu/data \
   --epochs 1 --output "$out/gpu-benchmark.json" 2>&1 | grep -v -E "Tokeniz|Saving|Map" | tee "$out/benchmark.log"

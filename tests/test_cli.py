@@ -187,3 +187,24 @@ def test_predict_file_that_is_not_utf8_names_the_line(fit_args, tmp_path):
     with pytest.raises(DataFileError, match=r"texts.txt, line 2: bytes that are not UTF-8"):
         run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
     assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_predict_file_blank_lines_bom_and_crlf(fit_args, tmp_path):
+    run(["fit", *fit_args, "--trainer.max_epochs", "1"])
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_bytes("\ufeffi feel glad\r\n\r\n   \r\ni am scared\r\n".encode())
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
+    with (tmp_path / "predictions.csv").open() as file:
+        assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
+
+
+def test_empty_predict_file_is_a_clear_error(fit_args, tmp_path):
+    from emotion_lightning.sources import DataFileError
+
+    run(["fit", *fit_args, "--trainer.max_epochs", "1"])
+    predict_file = tmp_path / "empty.txt"
+    predict_file.write_text("")
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    with pytest.raises(DataFileError, match="no text to classify"):
+        run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])

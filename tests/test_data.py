@@ -129,3 +129,15 @@ def test_predicting_reads_no_labelled_split(tiny_distilbert, tmp_path, monkeypat
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     batches = trainer.predict(EmotionClassifier(backbone=str(tiny_distilbert)), data)
     assert sorted(i for batch in batches for i in batch["index"].tolist()) == [0, 1]
+
+
+def test_long_texts_truncated_with_a_count_and_max_length_clamped(tiny_distilbert):
+    """The tiny tokenizer's model accepts 64 tokens: max_length 512 is clamped, long texts counted."""
+    long_text = " ".join(["happy"] * 200)
+    data = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=[long_text, "sad", long_text])
+    with pytest.warns(UserWarning) as warnings:
+        data.setup("predict")
+    messages = " | ".join(str(warning.message) for warning in warnings)
+    assert "max_length=512 is more than" in messages
+    assert "2 of 3 texts were longer than 64 tokens and were truncated" in messages
+    assert max(data.splits["predict"].lengths) == 64
