@@ -23,22 +23,12 @@ def export_huggingface(model: EmotionClassifier, folder: str | Path) -> Path:
     return folder
 
 
-class _LogitsOnly(torch.nn.Module):
-    """The classifier with plain tensor inputs and outputs, as ONNX needs."""
-
-    def __init__(self, model: EmotionClassifier):
-        super().__init__()
-        self.model = model.model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
 def export_onnx(model: EmotionClassifier, path: str | Path, opset: int = 17) -> Path:
     """An ONNX graph ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence length."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = _LogitsOnly(model).float().eval().cpu()
+    # EmotionClassifier.forward is already (input_ids, attention_mask) -> logits.
+    module = model.float().eval().cpu()
     example = model.tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
     dynamic = {0: "batch", 1: "sequence"}
     with torch.no_grad():
