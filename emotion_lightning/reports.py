@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import lightning as L
-import torch
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
@@ -30,22 +30,14 @@ def classification_report_rows(labels, true_ids: list[int], predicted_ids: list[
     )
 
 
-def confusion_matrix(num_labels: int, true_ids: list[int], predicted_ids: list[int]) -> torch.Tensor:
-    """Counts: rows are true labels, columns predicted labels."""
-    matrix = torch.zeros(num_labels, num_labels, dtype=torch.long)
-    for true, predicted in zip(true_ids, predicted_ids, strict=True):
-        matrix[true, predicted] += 1
-    return matrix
-
-
-def save_confusion_matrix_png(matrix: torch.Tensor, labels, path: Path, title: str) -> None:
+def save_confusion_matrix_png(matrix: np.ndarray, labels, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.5, 5.5))
-    image = axes.imshow(matrix.numpy(), cmap="Blues")
+    image = axes.imshow(matrix, cmap="Blues")
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
     axes.set_xlabel("predicted")
@@ -123,7 +115,10 @@ class EvaluationReports(Callback):
         true_ids = [true for _, _, true, _ in rows]
         predicted_ids = [max(range(len(p)), key=p.__getitem__) for _, _, _, p in rows]
         report = classification_report_rows(labels, true_ids, predicted_ids)
-        matrix = confusion_matrix(len(labels), true_ids, predicted_ids)
+        from sklearn.metrics import confusion_matrix  # imported here: scikit-learn is slow to import
+
+        # Rows are true labels, columns predicted labels.
+        matrix = confusion_matrix(true_ids, predicted_ids, labels=list(range(len(labels))))
         mistakes = sorted(
             (
                 (probabilities[predicted], text, labels[true], labels[predicted])
