@@ -129,6 +129,18 @@ def tiny_distilbert(tmp_path_factory) -> Path:
     return folder
 
 
+def quiet_run_args(root: Path) -> list[str]:
+    """CLI arguments for a run into ``root`` with no logger and no progress bar."""
+    return [
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+
+
 @pytest.fixture
 def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
     """CLI arguments for a short CPU fit of the tiny model on the fixture data, into tmp_path."""
@@ -145,12 +157,7 @@ def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
         "2",
         "--trainer.accelerator",
         "cpu",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
+        *quiet_run_args(tmp_path),
         "--trainer.enable_model_summary",
         "false",
     ]

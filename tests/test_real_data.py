@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from emotion_lightning.cli import run
+from tests.conftest import quiet_run_args
 
 REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data" / "emotion"
 STAND_IN_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -37,12 +38,7 @@ def test_short_real_run_learns_and_predicts(real_data, tmp_path):
         "1",
         "--trainer.limit_train_batches",
         "100",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
+        *quiet_run_args(tmp_path),
     ]
     cli = run(["fit", *args])
     accuracy = float(cli.trainer.callback_metrics["val/acc"])
