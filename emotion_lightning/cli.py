@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
@@ -16,6 +17,7 @@ from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.model import TOKENIZER_CHECKPOINT_KEY, EmotionClassifier
 from emotion_lightning.precision import runnable_precision
 from emotion_lightning.reports import EvaluationReports
+from emotion_lightning.resume import AtomicCheckpointIO, ResumeCheckpoint
 from emotion_lightning.wandb_logging import SaveConfigToLoggers
 
 
@@ -33,13 +35,15 @@ class EmotionCLI(LightningCLI):
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
                 "checkpoint.save_top_k": 1,
-                "checkpoint.save_last": True,
+                # last.ckpt is kept by ResumeCheckpoint ("resume"), at every validation end.
+                "checkpoint.save_last": False,
                 "checkpoint.filename": "best",
                 "checkpoint.auto_insert_metric_name": False,
                 # A new run into the same folder replaces best.ckpt instead of adding best-v1.ckpt.
                 "checkpoint.enable_version_counter": False,
             }
         )
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(EvaluationReports, "reports")
 
@@ -61,6 +65,11 @@ class EmotionCLI(LightningCLI):
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(callback, ProgressBar) for callback in configured):
             kwargs.setdefault("callbacks", [*configured, RichProgressBar()])
+        # Checkpoint files written atomically, unless the config brings its own checkpoint IO.
+        plugins = trainer_config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:

@@ -12,11 +12,16 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources
 from emotion_lightning.backbone import load_tokenizer
-from emotion_lightning.sampling import LengthGroupedBatchSampler, LengthSortedBatchSampler
+from emotion_lightning.sampling import (
+    LengthGroupedBatchSampler,
+    LengthSortedBatchSampler,
+    ResumableDataLoader,
+    SequentialEpochSampler,
+)
 
 # The dataset's label ids, in order (dair-ai/emotion). Everything else derives from this.
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
@@ -271,20 +276,32 @@ class EmotionDataModule(L.LightningDataModule):
             # The tokenizer already ran in this process; forked workers must not use its threads.
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         dataset = self.splits[split]
-        if training and self.group_by_length:
-            batches = LengthGroupedBatchSampler(RandomSampler(dataset), self.batch_size, lengths=dataset.lengths)
-        elif training:
-            batches = BatchSampler(RandomSampler(dataset), self.batch_size, drop_last=False)
+        # Shuffling is seeded by the run's seed (set by seed_everything) and the epoch alone, and the
+        # loader gets its own generator: the global random state is left to dropout, so that a run
+        # resumed from a checkpoint trains on exactly what an uninterrupted run would.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if training:
+            batches = LengthGroupedBatchSampler(
+                SequentialEpochSampler(dataset),
+                self.batch_size,
+                lengths=dataset.lengths,
+                # Pools of one batch: random batches without grouping by length.
+                pool_batches=50 if self.group_by_length else 1,
+                seed=seed,
+            )
         else:
             batches = LengthSortedBatchSampler(
                 SequentialSampler(dataset), self.eval_batch_size, lengths=dataset.lengths
             )
-        return DataLoader(
+        # Only training needs to resume mid-way; evaluation starts over and is deterministic anyway.
+        loader_class = ResumableDataLoader if training else DataLoader
+        return loader_class(
             dataset,
             batch_sampler=batches,
             collate_fn=PadToLongest(self.tokenizer.pad_token_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def train_dataloader(self) -> DataLoader:

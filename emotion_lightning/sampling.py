@@ -1,23 +1,43 @@
 """Batch samplers that put texts of similar length together, so that dynamic padding pads little.
 
 Both take the index sampler as their first argument: under DDP Lightning swaps in a
-``DistributedSampler`` there, and each process then groups only its own share of the indices.
+``DistributedSampler`` there, and each process then batches only its own share of the indices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import torch
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+
+class SequentialEpochSampler(SequentialSampler):
+    """Indices in order, plus the epoch Lightning sets at the start of each, for a batch sampler to shuffle by."""
+
+    def __init__(self, data_source: Sized):
+        super().__init__(data_source)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
 
 class LengthGroupedBatchSampler(BatchSampler):
-    """Random batches of similar length for training.
+    """Random batches of similar length for training, the same for the same ``seed`` and epoch.
 
-    The index sampler's random order is cut into pools of ``pool_batches`` batches; each pool is
-    sorted by length and cut into batches, and the batches of all pools are shuffled. Which texts
+    The index sampler's indices are shuffled, cut into pools of ``pool_batches`` batches; each pool
+    is sorted by length and cut into batches, and the batches of all pools are shuffled. Which texts
     share a pool stays random every epoch; only the order inside a pool is by length.
+
+    The order depends only on ``seed`` and the epoch, never on the global random state, so that a
+    resumed run sees the batches an uninterrupted run would. The epoch is the index sampler's:
+    Lightning calls ``set_epoch`` on it (:class:`SequentialEpochSampler`, or under DDP the
+    ``DistributedSampler`` Lightning puts in its place).
+
+    Args:
+        seed: seed of the shuffling; the same on every process.
     """
 
     def __init__(
@@ -27,13 +47,26 @@ class LengthGroupedBatchSampler(BatchSampler):
         drop_last: bool = False,
         lengths: Sequence[int] = (),
         pool_batches: int = 50,
+        seed: int = 0,
     ):
         super().__init__(sampler, batch_size, drop_last)
         self.lengths = lengths
         self.pool_batches = pool_batches
+        self.seed = seed
+        self._skip_next = 0
+
+    @property
+    def epoch(self) -> int:
+        return getattr(self.sampler, "epoch", 0)
+
+    def skip_next(self, batches: int) -> None:
+        """Leave out the first ``batches`` batches of the next iteration (resuming mid-epoch)."""
+        self._skip_next = batches
 
     def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         indices = list(self.sampler)
+        indices = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
         pool_size = self.batch_size * self.pool_batches
         batches = []
         for start in range(0, len(indices), pool_size):
@@ -41,7 +74,9 @@ class LengthGroupedBatchSampler(BatchSampler):
             batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
         if self.drop_last:
             batches = [batch for batch in batches if len(batch) == self.batch_size]
-        for position in torch.randperm(len(batches)).tolist():
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        skip, self._skip_next = self._skip_next, 0
+        for position in order[skip:]:
             yield batches[position]
 
     def __len__(self) -> int:
@@ -52,11 +87,26 @@ class LengthGroupedBatchSampler(BatchSampler):
         return full_pools * self.pool_batches + -(-rest // self.batch_size)
 
 
+def _without_distributed_padding(sampler: Sampler[int] | Sequence[int]) -> list[int]:
+    """The sampler's indices; for a ``DistributedSampler``, without the repeats it pads ranks with.
+
+    A distributed sampler repeats a few indices so that every rank gets as many: harmless for
+    training, but in evaluation it would count those texts twice. The repeats are each rank's last
+    indices, so this rank's true share is its first ``ceil((N - rank) / world)`` ones.
+    """
+    indices = list(sampler)
+    if isinstance(sampler, DistributedSampler) and not sampler.drop_last:
+        share = len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
+        indices = indices[:share]
+    return indices
+
+
 class LengthSortedBatchSampler(BatchSampler):
     """Deterministic batches in order of decreasing length, for evaluation and prediction.
 
     The longest batch comes first, so a batch that does not fit in memory fails at once.
-    Consumers restore input order from the ``index`` that every batch carries.
+    Consumers restore input order from the ``index`` that every batch carries. Under DDP every
+    text is in exactly one process's batches.
     """
 
     def __init__(
@@ -69,9 +119,50 @@ class LengthSortedBatchSampler(BatchSampler):
         super().__init__(sampler, batch_size, drop_last)
         self.lengths = lengths
 
+    def _indices(self) -> list[int]:
+        return _without_distributed_padding(self.sampler)
+
     def __iter__(self) -> Iterator[list[int]]:
-        ordered = sorted(self.sampler, key=lambda i: self.lengths[i], reverse=True)
+        ordered = sorted(self._indices(), key=lambda i: self.lengths[i], reverse=True)
         for start in range(0, len(ordered), self.batch_size):
             batch = ordered[start : start + self.batch_size]
             if len(batch) == self.batch_size or not self.drop_last:
                 yield batch
+
+    def __len__(self) -> int:
+        count = len(self._indices())
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that knows how far into its epoch it is; Lightning keeps that in checkpoints.
+
+    ``state_dict()`` says which epoch and how many of its batches were handed out;
+    ``load_state_dict()`` makes the next iteration of that epoch start after them, so that a run
+    resumed mid-epoch continues with the batch after the last one trained on instead of starting
+    the epoch over (:class:`~emotion_lightning.resume.ResumeCheckpoint` calls both). Needs a batch
+    sampler with ``epoch`` and ``skip_next`` (:class:`LengthGroupedBatchSampler`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch = getattr(self.batch_sampler, "epoch", 0)
+        self._batches_done = 0
+        self._resume_at: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batches_done": self._batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = (state["epoch"], state["batches_done"])
+
+    def __iter__(self):
+        # A generator: the epoch is read at the first batch, after Lightning has called set_epoch.
+        self._epoch = epoch = self.batch_sampler.epoch
+        resume_epoch, done = self._resume_at or (epoch, 0)
+        self._resume_at = None
+        self._batches_done = done if resume_epoch == epoch else 0
+        self.batch_sampler.skip_next(self._batches_done)
+        for batch in super().__iter__():
+            self._batches_done += 1
+            yield batch

@@ -1,0 +1,151 @@
+"""Runs that survive being stopped: atomic checkpoint files, a checkpoint on SIGTERM, exact resumption.
+
+Resume a stopped run with ``emotion-lightning fit ... --ckpt_path last``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to ``<name>.partial`` beside it, then renames it into place.
+
+    The rename is atomic: a process killed while writing leaves the previous checkpoint whole
+    (and a stale ``.partial`` file, replaced by the next save), never a truncated one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: fsspec's own writing
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.partial")
+        with partial.open("wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+
+
+def _random_state() -> dict:
+    # Tensors and plain values only, so that checkpoints still load with torch.load(weights_only=True).
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_random_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Keeps ``last.ckpt`` and makes ``fit --ckpt_path last`` continue a stopped run as if it had never stopped.
+
+    - ``last.ckpt`` is saved at the end of every validation during ``fit``. (Lightning's own
+      ``save_last`` skips it when the monitored metric did not improve, which would resume a run
+      from its best epoch instead of its latest.) Being a ``Checkpoint`` callback it runs after the
+      ``ModelCheckpoint`` callbacks, so ``last.ckpt`` holds their updated best-model records.
+    - On SIGTERM (a preempted node, ``kill``, a scheduler's time limit) the current batch is
+      finished, ``last.ckpt`` is saved and the process exits with status 143.
+    - With ``every_n_train_steps``, ``last.ckpt`` is also saved that often, so that a process
+      killed without warning (SIGKILL, out of memory) loses at most that many steps.
+    - Checkpoints carry the random state (dropout) and the position in the epoch (the data
+      loader's), so a resumed run trains on the same batches with the same dropout masks.
+
+    Args:
+        every_n_train_steps: save ``last.ckpt`` every this many optimizer steps; None: only at
+            validation ends (the checkpoint callback) and on SIGTERM.
+        save_on_sigterm: save ``last.ckpt`` when the process receives SIGTERM.
+    """
+
+    def __init__(self, every_n_train_steps: int | None = None, save_on_sigterm: bool = True):
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be 1 or more (or null), got {every_n_train_steps}")
+        self.every_n_train_steps = every_n_train_steps
+        self.save_on_sigterm = save_on_sigterm
+        self._trainer: L.Trainer | None = None
+        self._random_state_to_restore: dict | None = None
+        self._train_loader_state_to_restore: dict | None = None
+
+    @staticmethod
+    def last_checkpoint_path(trainer: L.Trainer) -> Path:
+        """Where ``last.ckpt`` goes: beside the checkpoint callback's files, where ``--ckpt_path last`` looks."""
+        callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+        if callback is not None and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+    def _save_last(self, trainer: L.Trainer) -> Path:
+        path = self.last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        return path
+
+    # -- random state --------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def _train_loader(self):
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        return loader if callable(getattr(loader, "load_state_dict", None)) else None
+
+    def state_dict(self) -> dict:
+        state = {"random_state": _random_state()}
+        # Lightning would keep a resumable loader's position itself, but skips restoring it when
+        # the optimizer setup has already loaded the data (estimated_stepping_batches): kept here.
+        if (loader := self._train_loader()) is not None:
+            state["train_loader"] = loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._random_state_to_restore = state_dict.get("random_state")
+        self._train_loader_state_to_restore = state_dict.get("train_loader")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._train_loader_state_to_restore is not None and (loader := self._train_loader()) is not None:
+            loader.load_state_dict(self._train_loader_state_to_restore)
+        self._train_loader_state_to_restore = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Restored here, right before the first step after resuming: whatever ran in between
+        # (sanity checks, data loading) cannot shift the dropout masks.
+        if self._random_state_to_restore is not None:
+            _set_random_state(self._random_state_to_restore)
+            self._random_state_to_restore = None
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._save_last(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save_last(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning raises SIGTERMException once the batch in progress is finished: a consistent state.
+        if self.save_on_sigterm and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            path = self._save_last(trainer)
+            rank_zero_info(f"Received SIGTERM: saved {path}. Resume with `fit ... --ckpt_path last`.")
+            exception.code = 143  # 128 + SIGTERM, what a shell reports for a process it terminated

@@ -1,0 +1,46 @@
+"""A callback that stops its own training process at a chosen step, the way real runs get stopped.
+
+Used by tests/test_resume.py through the CLI (``--trainer.callbacks+=interrupt.StopAtStep``), in a
+subprocess that it may kill outright.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class StopAtStep(Callback):
+    """Sends ``signal_name`` to this process after optimizer step ``step``.
+
+    With ``during_checkpoint_write`` the process is instead killed (SIGKILL) halfway through
+    writing the first checkpoint file after that step.
+    """
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM", during_checkpoint_write: bool = False):
+        self.step = step
+        self.signal = getattr(signal, signal_name)
+        self.during_checkpoint_write = during_checkpoint_write
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.during_checkpoint_write:
+            torch.save = _save_half_then_die(torch.save)
+        else:
+            os.kill(os.getpid(), self.signal)
+
+
+def _save_half_then_die(save):
+    def save_half(obj, file, *args, **kwargs):
+        buffer = io.BytesIO()
+        save(obj, buffer, *args, **kwargs)
+        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return save_half

@@ -1,0 +1,131 @@
+"""Kill a training run at different points, resume it with `fit --ckpt_path last`, and compare.
+
+Each run is a real `python -m emotion_lightning fit` subprocess, stopped by tests/interrupt.py the
+way real runs are stopped: SIGTERM (preemption), SIGKILL (out of memory), SIGKILL halfway through
+writing a checkpoint. The resumed run must end with the same weights, bit for bit, and the same
+val/acc as a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).parent
+
+
+def fit(args: list[str], root: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "emotion_lightning", "fit", *args, *extra]
+    command += ["--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root)]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def final_state(root: Path) -> tuple[dict, int, float]:
+    """Weights and global step of last.ckpt, and the last val/acc the run logged."""
+    checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    logs = sorted((root / "lightning_logs").glob("version_*/metrics.csv"))
+    with logs[-1].open() as file:
+        accuracies = [float(row["val/acc"]) for row in csv.DictReader(file) if row.get("val/acc")]
+    return checkpoint["state_dict"], checkpoint["global_step"], accuracies[-1]
+
+
+@pytest.fixture(scope="module")
+def resume_args(tiny_distilbert, data_dir) -> list[str]:
+    # 48 training texts in batches of 8: 6 steps per epoch, 18 in all.
+    return [
+        "--model.backbone",
+        str(tiny_distilbert),
+        "--model.learning_rate",
+        "1e-3",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.deterministic",
+        "true",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(resume_args, tmp_path_factory) -> tuple[dict, int, float]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    done = fit(resume_args, root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return final_state(root)
+
+
+def stop_at(step: int, *settings: str) -> list[str]:
+    return ["--trainer.callbacks+=interrupt.StopAtStep", f"--trainer.callbacks.step={step}", *settings]
+
+
+CASES = {
+    # SIGTERM mid-epoch: the batch in progress finishes, last.ckpt is saved, exit status 143.
+    "sigterm-mid-epoch": (stop_at(4), [], 143, 4),
+    # SIGTERM on the last batch of an epoch: validation runs, then the save.
+    "sigterm-epoch-end": (stop_at(6), [], 143, 6),
+    # SIGKILL gives no warning: the periodic last.ckpt from step 8 is what is left.
+    "sigkill-mid-epoch": (
+        stop_at(9, "--trainer.callbacks.signal_name=SIGKILL"),
+        ["--resume.every_n_train_steps=2"],
+        -9,
+        8,
+    ),
+    # SIGKILL halfway through writing last.ckpt at step 10: the one from the step-6 validation stays.
+    "sigkill-while-saving": (
+        stop_at(10, "--trainer.callbacks.during_checkpoint_write=true"),
+        ["--resume.every_n_train_steps=5"],
+        -9,
+        6,
+    ),
+}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_resumed_run_ends_like_an_uninterrupted_one(case, resume_args, uninterrupted, tmp_path):
+    stopper, settings, expected_status, saved_step = CASES[case]
+    stopped = fit(resume_args, tmp_path, *settings, *stopper)
+    assert stopped.returncode == expected_status, stopped.stderr[-3000:]
+    left = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert left["global_step"] == saved_step
+
+    resumed = fit(resume_args, tmp_path, *settings, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    weights, global_step, val_acc = final_state(tmp_path)
+    reference_weights, reference_step, reference_val_acc = uninterrupted
+    assert global_step == reference_step == 18
+    assert val_acc == reference_val_acc
+    assert weights.keys() == reference_weights.keys()
+    different = [name for name in weights if not torch.equal(weights[name], reference_weights[name])]
+    assert not different, f"weights differ from the uninterrupted run: {different}"
+
+
+def test_resume_without_any_checkpoint_starts_from_scratch(resume_args, uninterrupted, tmp_path):
+    stopped = fit(resume_args, tmp_path, *stop_at(2, "--trainer.callbacks.signal_name=SIGKILL"))
+    assert stopped.returncode == -9
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    resumed = fit(resume_args, tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    weights, _, _ = final_state(tmp_path)
+    assert all(torch.equal(weights[name], uninterrupted[0][name]) for name in weights)
