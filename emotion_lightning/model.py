@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
 
@@ -65,6 +65,8 @@ class EmotionClassifier(L.LightningModule):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Keyed by log name ("train" cannot be a ModuleDict key: it is a Module method).
+        self.mean_losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
 
     # -- tokenizer travels with the checkpoint ------------------------------------------------
 
@@ -95,10 +97,14 @@ class EmotionClassifier(L.LightningModule):
         stage = metrics.prefix.rstrip("/")
         if stage == "train":
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(logits))
-            # The epoch's mean training loss, for per-epoch tables next to val/loss.
-            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(logits))
-        else:
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        # Epoch means as torchmetrics, which sum losses and counts over all processes under DDP.
+        # (Lightning's own `sync_dist` mean divides an integer count by the number of processes, so
+        # unevenly split data, 19 texts as 10 + 9, came out 19/18 too high.)
+        mean_loss = self.mean_losses[f"{stage}_loss"]
+        mean_loss.update(loss.detach(), weight=len(logits))
+        # The epoch's mean training loss is train/loss_epoch, for per-epoch tables next to val/loss.
+        name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        self.log(name, mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss, logits
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
@@ -89,14 +90,25 @@ class EvaluationReports(Callback):
 
     # -- reporting ---------------------------------------------------------------------------
 
+    def _gather(self, trainer: L.Trainer) -> None:
+        """Under DDP every process holds its share of the predictions: give each process all of them."""
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, self._collected)
+            self._collected = [row for share in shares for row in share]
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self._collected:
+        if trainer.sanity_checking:
+            return
+        self._gather(trainer)
+        if not self._collected:
             return
         accuracy = self._report(trainer, pl_module, "val", write_files=trainer.state.fn == "validate")
         if trainer.state.fn == "fit" and (self.best_accuracy is None or accuracy > self.best_accuracy):
             self.best_accuracy, self.best_epoch = accuracy, trainer.current_epoch
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._gather(trainer)
         if self._collected:
             self._report(trainer, pl_module, "test", write_files=True)
 
@@ -127,8 +139,11 @@ class EvaluationReports(Callback):
             ),
             reverse=True,
         )[: self.mistakes]
-        if write_files and trainer.is_global_zero:
-            self._write_files(trainer, stage, labels, report, matrix, mistakes)
+        if write_files:
+            # trainer.log_dir is a collective call under DDP: every process asks, one writes.
+            folder = self.report_dir(trainer)
+            if trainer.is_global_zero:
+                self._write_files(folder, stage, labels, report, matrix, mistakes)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self._log_to_wandb(logger, trainer, stage, labels, report, true_ids, predicted_ids, mistakes)
@@ -137,8 +152,7 @@ class EvaluationReports(Callback):
     def report_dir(self, trainer: L.Trainer) -> Path:
         return Path(trainer.log_dir or trainer.default_root_dir) / "reports"
 
-    def _write_files(self, trainer, stage, labels, report, matrix, mistakes) -> None:
-        folder = self.report_dir(trainer)
+    def _write_files(self, folder: Path, stage, labels, report, matrix, mistakes) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{stage}_report.json").write_text(json.dumps(report, indent=2))
         with (folder / f"{stage}_report.csv").open("w", newline="") as file:

@@ -8,35 +8,26 @@ val/acc as a run that was never stopped.
 
 from __future__ import annotations
 
-import csv
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+from tests.subprocess_runs import cli_subprocess, csv_logged_run_args, logged_metrics
 
-TESTS = Path(__file__).parent
+pytestmark = pytest.mark.slow
 
 
 def fit(args: list[str], root: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "emotion_lightning", "fit", *args, *extra]
-    command += ["--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root)]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    return cli_subprocess("fit", *args, *extra, *csv_logged_run_args(root))
 
 
 def final_state(root: Path) -> tuple[dict, int, float]:
     """Weights and global step of last.ckpt, and the last val/acc the run logged."""
     checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
-    logs = sorted((root / "lightning_logs").glob("version_*/metrics.csv"))
-    with logs[-1].open() as file:
-        accuracies = [float(row["val/acc"]) for row in csv.DictReader(file) if row.get("val/acc")]
-    return checkpoint["state_dict"], checkpoint["global_step"], accuracies[-1]
+    return checkpoint["state_dict"], checkpoint["global_step"], logged_metrics(root)[-1]["val/acc"]
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +48,6 @@ def resume_args(tiny_distilbert, data_dir) -> list[str]:
         "cpu",
         "--trainer.deterministic",
         "true",
-        "--trainer.logger",
-        "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
     ]
 
 

@@ -1,0 +1,45 @@
+"""Runs of the real CLI in their own processes, and what they leave behind (CSV metric logs)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
+    """``python -m emotion_lightning ARGS`` in a new process that can import the tests' helper modules.
+
+    For what one process cannot do: be killed, or launch DDP (Lightning starts the other ranks
+    by running the same command again).
+    """
+    tests = str(Path(__file__).parent)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "emotion_lightning", *args]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def csv_logged_run_args(root: Path) -> list[str]:
+    """CLI arguments for a run into ``root`` that logs metrics to CSV files, with no progress bar."""
+    return [
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+
+
+def logged_metrics(root: Path) -> list[dict[str, float]]:
+    """The rows of the newest CSV log under ``root`` that hold val/acc, as numbers."""
+    newest = sorted((root / "lightning_logs").glob("version_*/metrics.csv"))[-1]
+    with newest.open() as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/acc")]
+    return [{name: float(value) for name, value in row.items() if value} for row in rows]
