@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from emotion_lightning.backbone import tokenizer_from_files
 from emotion_lightning.callbacks import PredictionWriter
 from emotion_lightning.data import EmotionDataModule
+from emotion_lightning.guards import NonFiniteLossGuard
 from emotion_lightning.model import TOKENIZER_CHECKPOINT_KEY, EmotionClassifier
 from emotion_lightning.precision import runnable_precision
 from emotion_lightning.reports import EvaluationReports
@@ -44,6 +45,7 @@ class EmotionCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ResumeCheckpoint, "resume")
+        parser.add_lightning_class_args(NonFiniteLossGuard, "loss_guard")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(EvaluationReports, "reports")
 

@@ -1,6 +1,6 @@
 """Kill a training run at different points, resume it with `fit --ckpt_path last`, and compare.
 
-Each run is a real `python -m emotion_lightning fit` subprocess, stopped by tests/interrupt.py the
+Each run is a real `python -m emotion_lightning fit` subprocess, stopped by tests/mishaps.py the
 way real runs are stopped: SIGTERM (preemption), SIGKILL (out of memory), SIGKILL halfway through
 writing a checkpoint. The resumed run must end with the same weights, bit for bit, and the same
 val/acc as a run that was never stopped.
@@ -60,7 +60,7 @@ def uninterrupted(resume_args, tmp_path_factory) -> tuple[dict, int, float]:
 
 
 def stop_at(step: int, *settings: str) -> list[str]:
-    return ["--trainer.callbacks+=interrupt.StopAtStep", f"--trainer.callbacks.step={step}", *settings]
+    return ["--trainer.callbacks+=mishaps.StopAtStep", f"--trainer.callbacks.step={step}", *settings]
 
 
 CASES = {

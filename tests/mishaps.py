@@ -1,7 +1,7 @@
-"""A callback that stops its own training process at a chosen step, the way real runs get stopped.
+"""What goes wrong in real training runs, staged at a chosen step by callbacks.
 
-Used by tests/test_resume.py through the CLI (``--trainer.callbacks+=interrupt.StopAtStep``), in a
-subprocess that it may kill outright.
+Given to the CLI as ``--trainer.callbacks+=mishaps.StopAtStep`` (in a subprocess that it may
+kill outright) or ``--trainer.callbacks+=tests.mishaps.NaNLossAtStep`` (in the test process).
 """
 
 from __future__ import annotations
@@ -44,3 +44,14 @@ def _save_half_then_die(save):
         os.kill(os.getpid(), signal.SIGKILL)
 
     return save_half
+
+
+class NaNLossAtStep(Callback):
+    """Makes the model's output NaN for optimizer step ``step``, as an overflow in the forward pass would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            pl_module.register_forward_hook(lambda module, inputs, output: output * float("nan"))
