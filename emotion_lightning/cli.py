@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from emotion_lightning.backbone import tokenizer_from_files
 from emotion_lightning.callbacks import PredictionWriter
 from emotion_lightning.data import EmotionDataModule
+from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.guards import NonFiniteLossGuard
 from emotion_lightning.model import TOKENIZER_CHECKPOINT_KEY, EmotionClassifier
 from emotion_lightning.precision import runnable_precision
@@ -102,11 +103,18 @@ def run(args: list[str] | None = None) -> EmotionCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """The console script and ``python -m emotion_lightning``: the Lightning subcommands, and ``export``."""
-    args = sys.argv[1:] if args is None else list(args)
-    if args[:1] == ["export"]:
-        from emotion_lightning import export
+    """The console script and ``python -m emotion_lightning``: the Lightning subcommands, and ``export``.
 
-        export.main(args[1:])
-        return
-    run(args)
+    Errors in the input (files, arguments, environment) end the program with their one-line message
+    and exit status 1; anything else is a bug and keeps its traceback.
+    """
+    args = sys.argv[1:] if args is None else list(args)
+    try:
+        if args[:1] == ["export"]:
+            from emotion_lightning import export
+
+            export.main(args[1:])
+            return
+        run(args)
+    except EmotionLightningError as error:
+        sys.exit(f"emotion-lightning: error: {error}")

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources
 from emotion_lightning.backbone import load_tokenizer
+from emotion_lightning.errors import DataNotFoundError, SettingError, check_at_least
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
     LengthSortedBatchSampler,
@@ -127,6 +128,10 @@ class EmotionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ):
         super().__init__()
+        check_at_least("data.max_length", max_length, 2, "room for the [CLS] and [SEP] tokens")
+        check_at_least("data.batch_size", batch_size, 1)
+        check_at_least("data.eval_batch_size", eval_batch_size, 1)
+        check_at_least("data.num_workers", num_workers, 0)
         self.backbone = backbone
         self.labels = tuple(labels)
         self.data_dir = data_dir
@@ -225,7 +230,7 @@ class EmotionDataModule(L.LightningDataModule):
         for split in wanted:
             if not (target / split).is_dir():
                 where = self.data_dir or f"{self.dataset_name} ({self.dataset_config})"
-                raise FileNotFoundError(f"{where} has no {split} split (expected a {split}.* file)")
+                raise DataNotFoundError(f"{where} has no {split} split (expected a {split}.* file)")
             # Evaluation batches carry their texts, for reports of the most confident mistakes.
             with_text = split != "train"
             self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)), with_text=with_text)
@@ -235,7 +240,7 @@ class EmotionDataModule(L.LightningDataModule):
             texts, _ = sources.read_predict_file(self.predict_file)
             return {"text": texts}
         if self.predict_texts is None:
-            raise ValueError("Nothing to predict: give --data.predict_file (one text per line) or predict_texts")
+            raise SettingError("Nothing to predict: give --data.predict_file (one text per line) or predict_texts")
         for position, text in enumerate(self.predict_texts):
             if not isinstance(text, str):
                 raise TypeError(f"predict_texts[{position}] is a {type(text).__name__}, not a string")

@@ -8,8 +8,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from emotion_lightning.errors import EmotionLightningError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(EmotionLightningError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 

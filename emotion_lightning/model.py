@@ -19,6 +19,7 @@ from emotion_lightning.backbone import (
     tokenizer_to_files,
 )
 from emotion_lightning.data import LABELS
+from emotion_lightning.errors import SettingError
 
 TOKENIZER_CHECKPOINT_KEY = "tokenizer_files"
 
@@ -47,6 +48,10 @@ class EmotionClassifier(L.LightningModule):
         backbone_config: dict | None = None,
     ):
         super().__init__()
+        if not learning_rate > 0:
+            raise SettingError(f"model.learning_rate must be more than 0, got {learning_rate}")
+        if not 0 <= warmup_ratio < 1:
+            raise SettingError(f"model.warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.save_hyperparameters()
         self.labels = tuple(labels)
         # from_pretrained returns the model in eval mode, which would train without dropout.

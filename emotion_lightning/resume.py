@@ -17,6 +17,8 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from emotion_lightning.errors import check_at_least
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to ``<name>.partial`` beside it, then renames it into place.
@@ -79,8 +81,8 @@ class ResumeCheckpoint(Checkpoint):
     """
 
     def __init__(self, every_n_train_steps: int | None = None, save_on_sigterm: bool = True):
-        if every_n_train_steps is not None and every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be 1 or more (or null), got {every_n_train_steps}")
+        if every_n_train_steps is not None:
+            check_at_least("resume.every_n_train_steps", every_n_train_steps, 1, "or null for none")
         self.every_n_train_steps = every_n_train_steps
         self.save_on_sigterm = save_on_sigterm
         self._trainer: L.Trainer | None = None

@@ -13,11 +13,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from emotion_lightning.errors import DataNotFoundError, EmotionLightningError, SettingError
+
 SPLIT_FILE_STEMS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
 FILE_FORMATS = (".txt", ".csv", ".jsonl", ".json", ".parquet")
 
 
-class DataFileError(ValueError):
+class DataFileError(EmotionLightningError, ValueError):
     """A data file that cannot be read as labelled examples; the message names file and line."""
 
     def __init__(self, path: Path | str, line: int | None, problem: str):
@@ -30,21 +32,21 @@ def find_split_files(data_dir: str | Path) -> dict[str, Path]:
     """Map each split present in ``data_dir`` to its file; train and validation are required."""
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"data_dir {data_dir} is not a folder")
+        raise DataNotFoundError(f"data_dir {data_dir} is not a folder")
     found: dict[str, Path] = {}
     for split, stems in SPLIT_FILE_STEMS.items():
         candidates = [data_dir / f"{stem}{ext}" for stem in stems for ext in FILE_FORMATS]
         present = [path for path in candidates if path.is_file()]
         if len(present) > 1:
             names = ", ".join(path.name for path in present)
-            raise FileNotFoundError(f"data_dir {data_dir} has several files for the {split} split: {names}")
+            raise DataNotFoundError(f"data_dir {data_dir} has several files for the {split} split: {names}")
         if present:
             found[split] = present[0]
     missing = [split for split in ("train", "validation") if split not in found]
     if missing:
         expected = ", ".join(f"{stems[0]}.*" for split, stems in SPLIT_FILE_STEMS.items() if split in missing)
         listing = ", ".join(sorted(path.name for path in data_dir.iterdir())) or "nothing"
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"data_dir {data_dir} lacks the {' and '.join(missing)} split: expected {expected} "
             f"(formats {', '.join(FILE_FORMATS)}; val.* also accepted), found {listing}"
         )
@@ -179,6 +181,6 @@ def load_hub_splits(name: str, config: str | None, labels: Sequence[str]) -> dic
         part = dataset[hub_split]
         names = getattr(part.features.get("label"), "names", None)
         if names is not None and [n.lower() for n in names] != [label.lower() for label in labels]:
-            raise ValueError(f"{name} labels {names} do not match the configured labels {list(labels)}")
+            raise SettingError(f"{name} labels {names} do not match the configured labels {list(labels)}")
         splits[split] = {"text": part["text"], "label": [int(label) for label in part["label"]]}
     return splits
