@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +30,10 @@ from emotion_lightning.sampling import (
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 
 # Bump when the cached layout changes, so that stale caches are not reused.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+# From this many rows on, tokenizing in several processes pays for starting them.
+LARGE_DATA_ROWS = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,8 @@ class EmotionDataModule(L.LightningDataModule):
         predict_texts: texts to classify, from Python (used when ``predict_file`` is None).
         group_by_length: put texts of similar length in the same training batch (less padding).
         cache_dir: where tokenized splits are stored; default :func:`default_cache_dir`.
+        num_proc: processes that tokenize (``datasets.map``); default: one per CPU (up to 8) for
+            splits of ``LARGE_DATA_ROWS`` rows or more, else one.
     """
 
     def __init__(
@@ -126,12 +133,15 @@ class EmotionDataModule(L.LightningDataModule):
         predict_texts: Sequence[str] | None = None,
         group_by_length: bool = True,
         cache_dir: str | None = None,
+        num_proc: int | None = None,
     ):
         super().__init__()
         check_at_least("data.max_length", max_length, 2, "room for the [CLS] and [SEP] tokens")
         check_at_least("data.batch_size", batch_size, 1)
         check_at_least("data.eval_batch_size", eval_batch_size, 1)
         check_at_least("data.num_workers", num_workers, 0)
+        if num_proc is not None:
+            check_at_least("data.num_proc", num_proc, 1)
         self.backbone = backbone
         self.labels = tuple(labels)
         self.data_dir = data_dir
@@ -145,6 +155,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.predict_texts = list(predict_texts) if predict_texts is not None else None
         self.group_by_length = group_by_length
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
         self._tokenizer = None
 
@@ -183,7 +194,9 @@ class EmotionDataModule(L.LightningDataModule):
         digest = hashlib.sha256()
         for split, path in sorted(sources.find_split_files(self.data_dir).items()):
             digest.update(f"{split}:{path.name}:".encode())
-            digest.update(path.read_bytes())
+            with path.open("rb") as file:
+                while block := file.read(1 << 20):
+                    digest.update(block)
         return digest.hexdigest()
 
     def cache_path(self) -> Path:
@@ -203,25 +216,45 @@ class EmotionDataModule(L.LightningDataModule):
         if (target / "complete").is_file():
             log.info("Tokenized data found in %s", target)
             return
-        if self.data_dir is not None:
-            raw = {
-                split: sources.read_split_file(path, self.labels)
-                for split, path in sources.find_split_files(self.data_dir).items()
-            }
-        else:
-            raw = sources.load_hub_splits(self.dataset_name, self.dataset_config, self.labels)
-        target.mkdir(parents=True, exist_ok=True)
-        for split, columns in raw.items():
-            self._tokenize(columns).save_to_disk(str(target / split))
-        # Written last: a run killed mid-way leaves no folder that looks complete.
-        (target / "complete").write_text(json.dumps(sorted(raw)))
+        # Built in a folder of its own and renamed into place when complete: a run killed mid-way
+        # leaves nothing that looks finished, and processes on several nodes sharing the cache
+        # cannot mix their files (the first rename wins, the others discard their copy).
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=self.cache_dir))
+        try:
+            # Rows read from files are streamed into Arrow files, tokenized from there, then removed.
+            staging = building / "staging"
+            staging.mkdir()
+            if self.data_dir is not None:
+                raw = {
+                    split: sources.write_arrow(sources.iter_split_rows(path, self.labels), staging / f"{split}.arrow")
+                    for split, path in sources.find_split_files(self.data_dir).items()
+                }
+            else:
+                raw = sources.load_hub_splits(self.dataset_name, self.dataset_config, self.labels)
+            for split, rows in raw.items():
+                self._tokenize(rows).save_to_disk(str(building / split))
+            del raw, rows  # the memory-mapped staging files, no longer needed
+            shutil.rmtree(staging, ignore_errors=True)
+            (building / "complete").write_text(json.dumps(sorted(path.name for path in building.iterdir())))
+            if target.is_dir() and not (target / "complete").is_file():
+                shutil.rmtree(target)  # left by a run of an older version that was killed
+            try:
+                building.rename(target)
+            except OSError:
+                if not (target / "complete").is_file():
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
 
     def setup(self, stage: str) -> None:
         """Load the cached splits the stage needs (memory-mapped), or tokenize the predict texts."""
         import datasets
 
         if stage == "predict":
-            self.splits["predict"] = TokenizedSplit(self._tokenize(self._predict_columns()), with_text=True)
+            texts = self._predict_texts()
+            rows = datasets.Dataset.from_dict({"text": texts, "index": list(range(len(texts)))})
+            self.splits["predict"] = TokenizedSplit(self._tokenize(rows), with_text=True)
             return
         target = self.cache_path()
         if not (target / "complete").is_file():
@@ -235,16 +268,16 @@ class EmotionDataModule(L.LightningDataModule):
             with_text = split != "train"
             self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)), with_text=with_text)
 
-    def _predict_columns(self) -> dict[str, list]:
+    def _predict_texts(self) -> list[str]:
         if self.predict_file is not None:
             texts, _ = sources.read_predict_file(self.predict_file)
-            return {"text": texts}
+            return texts
         if self.predict_texts is None:
             raise SettingError("Nothing to predict: give --data.predict_file (one text per line) or predict_texts")
         for position, text in enumerate(self.predict_texts):
             if not isinstance(text, str):
                 raise TypeError(f"predict_texts[{position}] is a {type(text).__name__}, not a string")
-        return {"text": list(self.predict_texts)}
+        return list(self.predict_texts)
 
     def effective_max_length(self) -> int:
         """``max_length``, clamped to what the tokenizer's model accepts (with a warning)."""
@@ -255,24 +288,35 @@ class EmotionDataModule(L.LightningDataModule):
             return limit
         return self.max_length
 
-    def _tokenize(self, columns: dict[str, list]):
-        import datasets
+    def tokenization_processes(self, rows: int) -> int:
+        """``num_proc`` if given; else one process per CPU (up to 8) for large data, one for small."""
+        if self.num_proc is not None:
+            return self.num_proc
+        return 1 if rows < LARGE_DATA_ROWS else max(1, min(8, os.cpu_count() or 1))
 
-        table = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["text"])))})
+    def _tokenize(self, rows):
+        """Tokenize a ``datasets.Dataset`` with ``text`` (and ``label``, ``index``) columns."""
+        import pyarrow.compute as pc
+
         tokenizer, max_length = self.tokenizer, self.effective_max_length()
-        truncated = 0
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            nonlocal truncated
             full = tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
-            truncated += sum(len(ids) > max_length for ids in full)
             input_ids = [truncate(ids, max_length) for ids in full]
-            return {"input_ids": input_ids, "length": [len(ids) for ids in input_ids]}
+            return {
+                "input_ids": input_ids,
+                "length": [len(ids) for ids in input_ids],
+                "truncated": [len(ids) > max_length for ids in full],
+            }
 
-        tokenized = table.map(encode, batched=True, batch_size=2000, desc="Tokenizing")
+        processes = self.tokenization_processes(len(rows))
+        tokenized = rows.map(
+            encode, batched=True, batch_size=2000, num_proc=processes if processes > 1 else None, desc="Tokenizing"
+        )
+        truncated = pc.sum(tokenized.data.column("truncated")).as_py() or 0
         if truncated:
-            rank_zero_warn(f"{truncated} of {len(table)} texts were longer than {max_length} tokens and were truncated")
-        return tokenized
+            rank_zero_warn(f"{truncated} of {len(rows)} texts were longer than {max_length} tokens and were truncated")
+        return tokenized.remove_columns("truncated")
 
     # -- loaders -----------------------------------------------------------------------------
 

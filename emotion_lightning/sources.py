@@ -1,16 +1,17 @@
 """Read labelled emotion splits from a local folder or the Hugging Face Hub.
 
-Every reader returns ``{"text": [...], "label": [...]}`` with integer label ids in the order of
-``labels``. Problems are reported as :class:`DataFileError` naming the file and the line, so that a bad
-row can never shift labels onto the wrong texts.
+Files are read one line (or one Parquet batch) at a time into (text, label id) rows, label ids in
+the order of ``labels``, and written to Arrow files in chunks: no list of all texts is ever held.
+Problems are reported as :class:`DataFileError` naming the file and the line, so that a bad row can
+never shift labels onto the wrong texts.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from emotion_lightning.errors import DataNotFoundError, EmotionLightningError, SettingError
@@ -73,15 +74,21 @@ def label_to_id(value: object, labels: Sequence[str], path: Path, line: int) -> 
     )
 
 
-def decode_utf8(path: Path) -> str:
-    """File contents as text: a UTF-8 BOM is dropped, invalid bytes are an error naming the line."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataFileError(path, line, f"bytes that are not UTF-8 ({error.reason})") from None
-    return text
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) pairs, read and decoded one line at a time.
+
+    A UTF-8 BOM is dropped, CRLF and LF line ends are both accepted, and bytes that are not UTF-8
+    are an error naming the line.
+    """
+    with path.open("rb") as file:
+        for line_number, raw in enumerate(file, start=1):
+            if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataFileError(path, line_number, f"bytes that are not UTF-8 ({error.reason})") from None
+            yield line_number, line.rstrip("\r\n")
 
 
 def _check_text(text: object, path: Path, line: int) -> str:
@@ -92,31 +99,28 @@ def _check_text(text: object, path: Path, line: int) -> str:
     return text
 
 
-def read_semicolon_lines(path: Path, labels: Sequence[str]) -> dict[str, list]:
+def _semicolon_rows(path: Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]:
     """The original ``text;label`` format. Texts may contain ';', so split on the last one."""
-    texts, label_ids = [], []
-    for line_number, line in enumerate(decode_utf8(path).splitlines(), start=1):
+    for line_number, line in iter_lines(path):
         if not line.strip():
             continue
         text, separator, label = line.rpartition(";")
         if not separator:
             raise DataFileError(path, line_number, "no ';' separating text and label")
-        texts.append(_check_text(text, path, line_number))
-        label_ids.append(label_to_id(label, labels, path, line_number))
-    return {"text": texts, "label": label_ids}
+        yield _check_text(text, path, line_number), label_to_id(label, labels, path, line_number)
 
 
-def _records(path: Path) -> list[tuple[int, dict]]:
-    """(line or row number, record) pairs from a CSV, JSON lines or Parquet file."""
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line or row number, record) pairs from a CSV, JSON lines or Parquet file, read incrementally."""
     suffix = path.suffix
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(decode_utf8(path), newline=""))
+        reader = csv.DictReader(f"{line}\n" for _, line in iter_lines(path))
         if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
             raise DataFileError(path, 1, f"CSV header must have columns text and label, got {reader.fieldnames}")
-        return [(reader.line_num, row) for row in reader]
-    if suffix in (".jsonl", ".json"):
-        records = []
-        for line_number, line in enumerate(decode_utf8(path).splitlines(), start=1):
+        for row in reader:
+            yield reader.line_num, row
+    elif suffix in (".jsonl", ".json"):
+        for line_number, line in iter_lines(path):
             if not line.strip():
                 continue
             try:
@@ -125,29 +129,41 @@ def _records(path: Path) -> list[tuple[int, dict]]:
                 raise DataFileError(path, line_number, f"not a JSON object ({error.msg})") from None
             if not isinstance(record, dict):
                 raise DataFileError(path, line_number, "not a JSON object")
-            records.append((line_number, record))
-        return records
-    import pyarrow.parquet as pq
+            yield line_number, record
+    else:
+        import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    if not {"text", "label"} <= set(table.column_names):
-        raise DataFileError(path, None, f"Parquet file must have columns text and label, got {table.column_names}")
-    # Parquet has no lines; row numbers count from 1 like lines do.
-    return list(enumerate(table.select(["text", "label"]).to_pylist(), start=1))
+        parquet = pq.ParquetFile(path)
+        if not {"text", "label"} <= set(parquet.schema_arrow.names):
+            names = parquet.schema_arrow.names
+            raise DataFileError(path, None, f"Parquet file must have columns text and label, got {names}")
+        # Parquet has no lines; row numbers count from 1 like lines do.
+        row_number = 0
+        for batch in parquet.iter_batches(batch_size=10_000, columns=["text", "label"]):
+            for record in batch.to_pylist():
+                row_number += 1
+                yield row_number, record
 
 
-def read_split_file(path: str | Path, labels: Sequence[str]) -> dict[str, list]:
-    """Read one split file in any supported format."""
+def iter_split_rows(path: str | Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]:
+    """(text, label id) pairs of one split file in any supported format, read incrementally."""
     path = Path(path)
     if path.suffix == ".txt":
-        return read_semicolon_lines(path, labels)
-    texts, label_ids = [], []
+        yield from _semicolon_rows(path, labels)
+        return
     for line_number, record in _records(path):
         for column in ("text", "label"):
             if column not in record:
                 raise DataFileError(path, line_number, f"no {column!r} field")
-        texts.append(_check_text(record["text"], path, line_number))
-        label_ids.append(label_to_id(record["label"], labels, path, line_number))
+        yield _check_text(record["text"], path, line_number), label_to_id(record["label"], labels, path, line_number)
+
+
+def read_split_file(path: str | Path, labels: Sequence[str]) -> dict[str, list]:
+    """One split file as lists of texts and label ids (for small files; training streams them)."""
+    texts, label_ids = [], []
+    for text, label_id in iter_split_rows(path, labels):
+        texts.append(text)
+        label_ids.append(label_id)
     return {"text": texts, "label": label_ids}
 
 
@@ -159,7 +175,7 @@ def read_predict_file(path: str | Path) -> tuple[list[str], list[int]]:
     """
     path = Path(path)
     texts, line_numbers = [], []
-    for line_number, line in enumerate(decode_utf8(path).splitlines(), start=1):
+    for line_number, line in iter_lines(path):
         if line.strip():
             texts.append(line)
             line_numbers.append(line_number)
@@ -168,9 +184,43 @@ def read_predict_file(path: str | Path) -> tuple[list[str], list[int]]:
     return texts, line_numbers
 
 
-def load_hub_splits(name: str, config: str | None, labels: Sequence[str]) -> dict[str, dict[str, list]]:
-    """Download (or read from the local Hugging Face cache) a dataset with ``text`` and ``label`` columns."""
+def write_arrow(rows: Iterable[tuple[str, int]], path: Path, chunk_rows: int = 10_000):
+    """Write (text, label id) rows to an Arrow file ``chunk_rows`` at a time; return it memory-mapped.
+
+    Only one chunk is ever held as Python objects, so the size of the data does not matter.
+    """
     import datasets
+    import pyarrow as pa
+
+    schema = pa.schema([("text", pa.string()), ("label", pa.int64()), ("index", pa.int64())])
+    written = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for chunk in _chunks(rows, chunk_rows):
+            texts, label_ids = zip(*chunk, strict=True)
+            indices = pa.array(range(written, written + len(chunk)), pa.int64())
+            writer.write_batch(pa.record_batch([pa.array(texts), pa.array(label_ids, pa.int64()), indices], schema))
+            written += len(chunk)
+    return datasets.Dataset.from_file(str(path))
+
+
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def load_hub_splits(name: str, config: str | None, labels: Sequence[str]) -> dict:
+    """Download (or read from the local Hugging Face cache) a dataset with ``text`` and ``label`` columns.
+
+    Returns the splits as Arrow-backed ``datasets.Dataset`` objects with ``text``, ``label`` and ``index``.
+    """
+    import datasets
+    import numpy as np
 
     dataset = datasets.load_dataset(name, config)
     splits = {}
@@ -182,5 +232,6 @@ def load_hub_splits(name: str, config: str | None, labels: Sequence[str]) -> dic
         names = getattr(part.features.get("label"), "names", None)
         if names is not None and [n.lower() for n in names] != [label.lower() for label in labels]:
             raise SettingError(f"{name} labels {names} do not match the configured labels {list(labels)}")
-        splits[split] = {"text": part["text"], "label": [int(label) for label in part["label"]]}
+        part = part.select_columns(["text", "label"]).cast_column("label", datasets.Value("int64"))
+        splits[split] = part.add_column("index", np.arange(len(part), dtype=np.int64))
     return splits

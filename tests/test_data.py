@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from emotion_lightning.data import LABELS, EmotionDataModule
+from emotion_lightning.data import LABELS, LARGE_DATA_ROWS, EmotionDataModule
+from emotion_lightning.sources import DataFileError
 from tests.conftest import fixture_rows, write_semicolon_file
 
 
@@ -141,3 +144,40 @@ def test_long_texts_truncated_with_a_count_and_max_length_clamped(tiny_distilber
     assert "max_length=512 is more than" in messages
     assert "2 of 3 texts were longer than 64 tokens and were truncated" in messages
     assert max(data.splits["predict"].lengths) == 64
+
+
+def test_tokenizing_in_several_processes_gives_the_same_data(tiny_distilbert, data_dir, tmp_path):
+    one = make_datamodule(tiny_distilbert, data_dir, tmp_path / "one", num_proc=1)
+    two = make_datamodule(tiny_distilbert, data_dir, tmp_path / "two", num_proc=2)
+    for datamodule in (one, two):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    assert two.tokenization_processes(10) == 2
+    for split in ("train", "validation"):
+        assert two.splits[split].table.to_dict() == one.splits[split].table.to_dict()
+
+
+def test_number_of_tokenizing_processes_follows_the_size_of_the_data(tiny_distilbert, data_dir, tmp_path):
+    automatic = make_datamodule(tiny_distilbert, data_dir, tmp_path)
+    assert automatic.tokenization_processes(LARGE_DATA_ROWS - 1) == 1
+    assert automatic.tokenization_processes(LARGE_DATA_ROWS) == min(8, os.cpu_count() or 1)
+
+
+def test_prepare_data_leaves_only_the_finished_cache(tiny_distilbert, data_dir, tmp_path):
+    datamodule = make_datamodule(tiny_distilbert, data_dir, tmp_path)
+    datamodule.prepare_data()
+    target = datamodule.cache_path()
+    assert list(datamodule.cache_dir.iterdir()) == [target]  # no building or staging folders
+    assert sorted(path.name for path in target.iterdir()) == ["complete", "test", "train", "validation"]
+
+
+def test_a_bad_row_deep_in_a_file_is_named_and_leaves_no_cache(tiny_distilbert, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = fixture_rows(5000, seed=4)  # 30,000 rows: the bad one is in the third chunk written
+    write_semicolon_file(folder / "train.txt", rows[:25_000] + [("no label here", "")] + rows[25_000:])
+    write_semicolon_file(folder / "validation.txt", rows[:10])
+    datamodule = make_datamodule(tiny_distilbert, folder, tmp_path)
+    with pytest.raises(DataFileError, match=r"train.txt, line 25001: missing label"):
+        datamodule.prepare_data()
+    assert list(datamodule.cache_dir.iterdir()) == []
