@@ -63,10 +63,11 @@ def _set_random_state(state: dict) -> None:
 class ResumeCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` and makes ``fit --ckpt_path last`` continue a stopped run as if it had never stopped.
 
-    - ``last.ckpt`` is saved at the end of every validation during ``fit``. (Lightning's own
-      ``save_last`` skips it when the monitored metric did not improve, which would resume a run
-      from its best epoch instead of its latest.) Being a ``Checkpoint`` callback it runs after the
-      ``ModelCheckpoint`` callbacks, so ``last.ckpt`` holds their updated best-model records.
+    - ``last.ckpt`` is saved after every validation during ``fit``. (Lightning's own ``save_last``
+      skips it when the monitored metric did not improve, which would resume a run from its best
+      epoch instead of its latest.) It is saved after the ``ModelCheckpoint`` callbacks have acted
+      on that validation (this is a ``Checkpoint`` callback, which Lightning runs after them, and at
+      an epoch's end it waits for ``on_train_epoch_end``), so it holds their best-model records.
     - On SIGTERM (a preempted node, ``kill``, a scheduler's time limit) the current batch is
       finished, ``last.ckpt`` is saved and the process exits with status 143.
     - With ``every_n_train_steps``, ``last.ckpt`` is also saved that often, so that a process
@@ -88,6 +89,7 @@ class ResumeCheckpoint(Checkpoint):
         self._trainer: L.Trainer | None = None
         self._random_state_to_restore: dict | None = None
         self._train_loader_state_to_restore: dict | None = None
+        self._save_at_epoch_end = False
 
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:
@@ -138,7 +140,18 @@ class ResumeCheckpoint(Checkpoint):
     # -- saving --------------------------------------------------------------------------------
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # At an epoch's end ModelCheckpoint saves on_train_epoch_end (by default): wait for it,
+            # so that last.ckpt records the best checkpoint this validation may have made.
+            self._save_at_epoch_end = True
+        else:
+            self._save_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._save_at_epoch_end:
+            self._save_at_epoch_end = False
             self._save_last(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -53,6 +53,12 @@ def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_pa
         assert key in logged, key
     best = torch.load(checkpoint_dir / "best.ckpt", weights_only=False)
     assert best["callbacks"]
+    # last.ckpt is written after the best-checkpoint bookkeeping, so a resumed run knows its best.
+    last = torch.load(checkpoint_dir / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 12
+    (kept,) = [state for name, state in last["callbacks"].items() if name.startswith("ModelCheckpoint")]
+    assert kept["best_model_path"] == str(checkpoint_dir / "best.ckpt")
+    assert float(kept["best_model_score"]) == float(callback.best_model_score)
     assert float(callback.best_model_score) == pytest.approx(
         max(float(logged["val/acc"]), float(callback.best_model_score))
     )
