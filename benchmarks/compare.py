@@ -212,6 +212,8 @@ def run_lightning(data_dir: Path, backbone: str, epochs: int, work_dir: Path) ->
     trainer = L.Trainer(
         max_epochs=epochs,
         precision=precision,
+        # configs/reference.yaml, like the HF Trainer's default max_grad_norm.
+        gradient_clip_val=1.0,
         callbacks=[checkpoint, TrainTime(), EpochAccuracy()],
         logger=False,
         enable_progress_bar=False,
