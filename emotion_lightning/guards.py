@@ -36,12 +36,15 @@ class NonFiniteLossGuard(Callback):
             f"at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
             f"batch_idx {trainer.fit_loop.epoch_loop.batch_idx})"
         )
-        shown = "NaN" if math.isnan(value) else ("another process's loss" if math.isfinite(value) else str(value))
+        if math.isfinite(value):  # under DDP: this process's loss was fine
+            what = "Training loss on another process is NaN or infinite"
+        else:
+            what = f"Training loss is {'NaN' if math.isnan(value) else value}"
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "")
         kept = f"The best checkpoint so far is kept: {best}." if best else "No checkpoint had been saved yet."
         return (
-            f"Training loss is {shown} {where}; stopped before this step changed the weights. {kept} "
+            f"{what} {where}; stopped before this step changed the weights. {kept} "
             "Common remedies: a lower --model.learning_rate, gradient clipping (--trainer.gradient_clip_val 1.0), "
             "or --trainer.precision 32-true / bf16-mixed instead of 16-mixed."
         )

@@ -141,12 +141,11 @@ def quiet_run_args(root: Path) -> list[str]:
     ]
 
 
-@pytest.fixture
-def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
-    """CLI arguments for a short CPU fit of the tiny model on the fixture data, into tmp_path."""
+def tiny_training_args(backbone: Path, data_dir: Path, epochs: int) -> list[str]:
+    """CLI arguments to train ``backbone`` on the CPU on ``data_dir`` in batches of 8 for ``epochs``."""
     return [
         "--model.backbone",
-        str(tiny_distilbert),
+        str(backbone),
         "--model.learning_rate",
         "1e-3",
         "--data.data_dir",
@@ -154,9 +153,17 @@ def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
         "--data.batch_size",
         "8",
         "--trainer.max_epochs",
-        "2",
+        str(epochs),
         "--trainer.accelerator",
         "cpu",
+    ]
+
+
+@pytest.fixture
+def fit_args(tiny_distilbert, data_dir, tmp_path) -> list[str]:
+    """CLI arguments for a short CPU fit of the tiny model on the fixture data, into tmp_path."""
+    return [
+        *tiny_training_args(tiny_distilbert, data_dir, epochs=2),
         *quiet_run_args(tmp_path),
         "--trainer.enable_model_summary",
         "false",

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import quiet_run_args
+
 
 def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
     """``python -m emotion_lightning ARGS`` in a new process that can import the tests' helper modules.
@@ -23,15 +25,13 @@ def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
 
 def csv_logged_run_args(root: Path) -> list[str]:
     """CLI arguments for a run into ``root`` that logs metrics to CSV files, with no progress bar."""
+    # The later --trainer.logger replaces quiet_run_args' "false".
     return [
-        "--trainer.default_root_dir",
-        str(root),
+        *quiet_run_args(root),
         "--trainer.logger",
         "lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.init_args.save_dir",
         str(root),
-        "--trainer.enable_progress_bar",
-        "false",
         "--trainer.enable_model_summary",
         "false",
     ]

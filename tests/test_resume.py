@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import tiny_training_args
 from tests.subprocess_runs import cli_subprocess, csv_logged_run_args, logged_metrics
 
 pytestmark = pytest.mark.slow
@@ -33,22 +34,7 @@ def final_state(root: Path) -> tuple[dict, int, float]:
 @pytest.fixture(scope="module")
 def resume_args(tiny_distilbert, data_dir) -> list[str]:
     # 48 training texts in batches of 8: 6 steps per epoch, 18 in all.
-    return [
-        "--model.backbone",
-        str(tiny_distilbert),
-        "--model.learning_rate",
-        "1e-3",
-        "--data.data_dir",
-        str(data_dir),
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "3",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.deterministic",
-        "true",
-    ]
+    return [*tiny_training_args(tiny_distilbert, data_dir, epochs=3), "--trainer.deterministic", "true"]
 
 
 @pytest.fixture(scope="module")

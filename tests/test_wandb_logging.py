@@ -35,9 +35,8 @@ def test_offline_run_records_metrics_media_config_and_model(fit_args, tmp_path, 
         fit_args, tmp_path, "--trainer.callbacks+=LearningRateMonitor", "--trainer.log_every_n_steps", "1"
     )
     cli = run(["fit", *args])
-    import wandb
-
-    wandb.finish()
+    # Finish this run itself (not whatever wandb.run is): returns once its records are all written.
+    cli.trainer.logger.experiment.finish()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     recorded = summarize_run(run_dir)
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1_macro", "lr-AdamW/pg1"):
@@ -70,10 +69,8 @@ def test_unreachable_server_falls_back_to_offline_and_keeps_checkpoints(fit_args
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     args = wandb_args(fit_args, tmp_path, "--trainer.logger.init_args.init_timeout", "10")
-    run(["fit", *args, "--trainer.max_epochs", "1"])
-    import wandb
-
-    wandb.finish()
+    cli = run(["fit", *args, "--trainer.max_epochs", "1"])
+    cli.trainer.logger.experiment.finish()
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -28,6 +29,8 @@ def read_records(path: Path) -> list:
             position += left_in_block
             continue
         _, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
+        if position + HEADER + length > len(data):
+            break  # a chunk still being written
         chunk = data[position + HEADER : position + HEADER + length]
         position += HEADER + length
         if kind == 0 and length == 0:
@@ -41,11 +44,24 @@ def read_records(path: Path) -> list:
     return records
 
 
+def read_finished_run(path: Path, timeout: float = 60.0) -> list:
+    """The records of a finished run, waiting for its last one (``exit``) to reach the file.
+
+    ``Run.finish()`` can return before wandb's service has flushed the end of the file.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def summarize_run(run_dir: Path) -> dict:
     """History keys, media (key -> its description), config, summary and artifacts of one offline run."""
     (wandb_file,) = run_dir.glob("*.wandb")
     history_keys, media, config, summary, artifacts = set(), {}, {}, {}, []
-    for record in read_records(wandb_file):
+    for record in read_finished_run(wandb_file):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             for item in record.history.item:
