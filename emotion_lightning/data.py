@@ -234,7 +234,6 @@ class EmotionDataModule(L.LightningDataModule):
                 raw = sources.load_hub_splits(self.dataset_name, self.dataset_config, self.labels)
             for split, rows in raw.items():
                 self._tokenize(rows).save_to_disk(str(building / split))
-            del raw, rows  # the memory-mapped staging files, no longer needed
             shutil.rmtree(staging, ignore_errors=True)
             (building / "complete").write_text(json.dumps(sorted(path.name for path in building.iterdir())))
             if target.is_dir() and not (target / "complete").is_file():
