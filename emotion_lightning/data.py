@@ -158,6 +158,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
         self._tokenizer = None
+        self._source_digest: str | None = None
 
     @property
     def tokenizer(self):
@@ -191,13 +192,16 @@ class EmotionDataModule(L.LightningDataModule):
     def _source_fingerprint(self) -> str:
         if self.data_dir is None:
             return f"hub:{self.dataset_name}:{self.dataset_config}"
-        digest = hashlib.sha256()
-        for split, path in sorted(sources.find_split_files(self.data_dir).items()):
-            digest.update(f"{split}:{path.name}:".encode())
-            with path.open("rb") as file:
-                while block := file.read(1 << 20):
-                    digest.update(block)
-        return digest.hexdigest()
+        # Read once per datamodule: prepare_data and setup both need it, and the files can be large.
+        if self._source_digest is None:
+            digest = hashlib.sha256()
+            for split, path in sorted(sources.find_split_files(self.data_dir).items()):
+                digest.update(f"{split}:{path.name}:".encode())
+                with path.open("rb") as file:
+                    while block := file.read(1 << 20):
+                        digest.update(block)
+            self._source_digest = digest.hexdigest()
+        return self._source_digest
 
     def cache_path(self) -> Path:
         """The folder of this data + tokenizer + settings; same inputs, same folder."""
