@@ -23,6 +23,13 @@ from emotion_lightning.resume import AtomicCheckpointIO, ResumeCheckpoint
 from emotion_lightning.wandb_logging import SaveConfigToLoggers
 
 
+def _as_list(value) -> list:
+    """A trainer setting that takes one object or a list of them, as a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
 class EmotionCLI(LightningCLI):
     """LightningCLI with the model and data linked, best-checkpoint keeping and prediction output."""
 
@@ -63,14 +70,12 @@ class EmotionCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         # A rich progress bar, unless the config turns progress bars off or brings its own.
         trainer_config = self._get(self.config_init, "trainer", default={})
-        configured = trainer_config.get("callbacks") or []
-        configured = configured if isinstance(configured, list) else [configured]
+        configured = _as_list(trainer_config.get("callbacks"))
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(callback, ProgressBar) for callback in configured):
             kwargs.setdefault("callbacks", [*configured, RichProgressBar()])
         # Checkpoint files written atomically, unless the config brings its own checkpoint IO.
-        plugins = trainer_config.get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
+        plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
         return super().instantiate_trainer(**kwargs)
