@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from emotion_lightning.errors import EmotionLightningError
+from emotion_lightning.resume import model_checkpoint
 
 
 class NonFiniteLossError(EmotionLightningError, FloatingPointError):
@@ -40,8 +41,8 @@ class NonFiniteLossGuard(Callback):
             what = "Training loss on another process is NaN or infinite"
         else:
             what = f"Training loss is {'NaN' if math.isnan(value) else value}"
-        checkpoint = trainer.checkpoint_callback
-        best = getattr(checkpoint, "best_model_path", "")
+        checkpoint = model_checkpoint(trainer)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
         kept = f"The best checkpoint so far is kept: {best}." if best else "No checkpoint had been saved yet."
         return (
             f"{what} {where}; stopped before this step changed the weights. {kept} "

@@ -60,6 +60,11 @@ def _set_random_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The trainer's first ``ModelCheckpoint`` (``trainer.checkpoint_callback`` may be a ``ResumeCheckpoint``)."""
+    return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
 class ResumeCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` and makes ``fit --ckpt_path last`` continue a stopped run as if it had never stopped.
 
@@ -94,7 +99,7 @@ class ResumeCheckpoint(Checkpoint):
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:
         """Where ``last.ckpt`` goes: beside the checkpoint callback's files, where ``--ckpt_path last`` looks."""
-        callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+        callback = model_checkpoint(trainer)
         if callback is not None and callback.dirpath:
             return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
         return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
