@@ -78,10 +78,12 @@ class EmotionPredictor:
     def device(self) -> torch.device:
         return self.model.device
 
-    @torch.inference_mode()
     def predict_probabilities(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities, one row per text in input order (shape: texts x labels)."""
-        texts = check_texts(texts)
+        return self._probabilities(check_texts(texts))
+
+    @torch.inference_mode()
+    def _probabilities(self, texts: list[str]) -> torch.Tensor:
         if not texts:
             return torch.empty(0, len(self.labels))
         encoded = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
@@ -105,7 +107,7 @@ class EmotionPredictor:
         """Label, score and per-class probabilities for each text, in input order."""
         texts = check_texts(texts)
         results = []
-        for text, row in zip(texts, self.predict_probabilities(texts).tolist(), strict=True):
+        for text, row in zip(texts, self._probabilities(texts).tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
             results.append(Prediction(text, self.labels[best], row[best], dict(zip(self.labels, row, strict=True))))
         return results
