@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Run ON the GPU machine (no network), from the repository root, with .gpu/ carried along
-# (made by benchmarks/gpu_prepare.sh). At most about 8 minutes:
-#   1. the test suite on CUDA (tests/test_cuda.py checks that 16-mixed is what runs),
-#   2. the benchmark with a full-size DistilBERT from DistilBertConfig() (random weights), 1 epoch,
+# (made by benchmarks/gpu_prepare.sh). About 7 minutes on an H200, in order of importance:
+#   1. the reference recipe as shipped (16-mixed, clipping at 1.0), 3 epochs on the real data with the
+#      stand-in backbone all-MiniLM-L6-v2; checks that the training loss falls,
+#   2. the test suite on CUDA (tests/test_cuda.py: the reference config in 16-mixed with clipping),
+#   3. what clipping costs with each AdamW in 16-mixed (benchmarks/clipping_cost.py),
+#   4. the benchmark with a full-size DistilBERT from DistilBertConfig() (random weights), 1 epoch,
 #      HF Trainer (fp16) vs emotion_lightning (16-mixed), same card, one invocation.
 # Results go to $OUT (or /tmp/gpu-out).
 set -uo pipefail
@@ -11,11 +14,28 @@ out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 EMOTION_LIGHTNING_CACHE=/tmp/el-cache PYTHONUNBUFFERED=1
-# The console script, for the test that runs it; no downloads (--no-index, no build isolation).
+# The console script, for the tests that run it; no downloads (--no-index, no build isolation).
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-# wandb is not on the GPU image (its wheel is large); the W&B tests run in CI.
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m "not slow" -rs --ignore=tests/test_wandb_logging.py 2>&1 \
-  | tee "$out/tests.log"
-timeout 330 python3 benchmarks/compare.py --random-distilbert --tokenizer .gpu/tokenizer --data-dir .gpu/data \
-  --epochs 1 --output "$out/gpu-benchmark.json" 2>&1 | grep -v -E "Tokeniz|Saving|Map" | tee "$out/benchmark.log"
+python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
+
+echo "== 1. reference recipe, 16-mixed, clipping on" | tee "$out/recipe.log"
+/usr/bin/time -f "wall %e s" timeout 170 emotion-lightning fit -c configs/reference.yaml -c configs/offline.yaml \
+  --model.backbone .gpu/minilm --data.data_dir .gpu/data --trainer.default_root_dir /tmp/recipe \
+  --trainer.enable_progress_bar false --trainer.logger CSVLogger --trainer.logger.save_dir /tmp/recipe 2>&1 \
+  | grep -v -E "Tokeniz|Saving|Map|Loading weights" | tee -a "$out/recipe.log"
+python3 benchmarks/loss_falls.py /tmp/recipe/lightning_logs/version_0/metrics.csv 2>&1 | tee -a "$out/recipe.log"
+
+echo "== 2. tests on CUDA" | tee "$out/tests.log"
+# wandb is not on the GPU image (its wheel is large): its tests and the configs that use it run in CI.
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m "not slow" -n 8 -rs --ignore=tests/test_wandb_logging.py \
+  -k "not wandb and not sweep" 2>&1 | tail -25 | tee -a "$out/tests.log"
+
+echo "== 3. clipping cost" | tee "$out/clipping.log"
+timeout 80 python3 benchmarks/clipping_cost.py --backbone .gpu/minilm --data-dir .gpu/data --steps 300 2>&1 \
+  | tail -5 | tee -a "$out/clipping.log"
+
+echo "== 4. benchmark" | tee "$out/benchmark.log"
+timeout 200 python3 benchmarks/compare.py --random-distilbert --tokenizer .gpu/minilm --data-dir .gpu/data \
+  --epochs 1 --output "$out/gpu-benchmark.json" 2>&1 | grep -v -E "Tokeniz|Saving|Map|Loading weights" | tail -30 \
+  | tee -a "$out/benchmark.log"

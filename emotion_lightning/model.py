@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
@@ -115,6 +116,9 @@ class EmotionClassifier(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch, self.train_metrics)
+        # Logged by the model itself, so that it works with any logger setting (Lightning's
+        # LearningRateMonitor stops a run that has no logger).
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
@@ -158,3 +162,25 @@ class EmotionClassifier(L.LightningModule):
             optimizer, int(self.hparams.warmup_ratio * total_steps), total_steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip as ``trainer.gradient_clip_val`` says, in every precision, with the fused AdamW too.
+
+        Lightning's mixed-precision plugin refuses to clip for an optimizer that unscales fp16
+        gradients inside its own step (fused AdamW), for bf16 as well, where nothing is scaled.
+        Here the gradients are unscaled first (16-mixed: the GradScaler also records whether any is
+        inf or NaN), then clipped; the fused step then takes them as they are and is skipped, as the
+        GradScaler would skip it, when an inf or NaN was found.
+        """
+        handles_unscaling = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if not gradient_clip_val or not handles_unscaling:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        precision = self.trainer.precision_plugin
+        scaler = getattr(precision, "scaler", None)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if gradient_clip_algorithm == GradClipAlgorithmType.VALUE:
+            precision.clip_grad_by_value(optimizer, gradient_clip_val)
+        else:
+            precision.clip_grad_by_norm(optimizer, gradient_clip_val)

@@ -1,4 +1,4 @@
-"""On a CUDA machine: fp16 mixed precision is what runs, and prediction works on the GPU.
+"""On a CUDA machine: the reference recipe trains in 16-mixed with its clipping, and prediction runs on the GPU.
 
 Skipped where there is no GPU (CI has none); benchmarks/gpu.sh runs it on a GPU machine.
 """
@@ -10,15 +10,36 @@ import torch
 
 from emotion_lightning import EmotionPredictor
 from emotion_lightning.cli import run
+from tests.test_configs import check_trained_with_clipping, fit_like_a_user
+from tests.test_precision import train_tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_fit_on_cuda_runs_16_mixed(fit_args, tmp_path):
+def test_reference_config_trains_in_16_mixed_with_clipping(tiny_distilbert, data_dir, tmp_path, monkeypatch):
+    gpu = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
+    cli = fit_like_a_user("reference.yaml", tiny_distilbert, data_dir, tmp_path, monkeypatch, *gpu)
+    check_trained_with_clipping(cli, tmp_path / "run")
+    assert cli.trainer.precision == "16-mixed"
+    assert cli.trainer.strategy.root_device.type == "cuda"
+    assert isinstance(cli.trainer.precision_plugin.scaler, torch.amp.GradScaler)
+
+
+def test_clipping_under_16_mixed_bounds_the_unscaled_gradient(tiny_distilbert, data_dir, tmp_path):
+    clip = 1e-3
+    model, _, recorder, _ = train_tiny(
+        tiny_distilbert, data_dir, tmp_path, 6, clip, accelerator="gpu", devices=1, precision="16-mixed"
+    )
+    assert model.trainer.optimizers[0].defaults["fused"]
+    applied = [norm for norm, skipped in zip(recorder.applied_norms, recorder.skipped, strict=True) if not skipped]
+    assert len(applied) >= 3
+    assert applied == pytest.approx([clip] * len(applied), rel=1e-3)
+
+
+def test_fit_on_cuda_runs_16_mixed_and_predicts_there(fit_args, tmp_path):
     args = [*fit_args, "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.precision", "16-mixed"]
     cli = run(["fit", *args])
     assert cli.trainer.precision == "16-mixed"
-    assert cli.trainer.strategy.root_device.type == "cuda"
     predictor = EmotionPredictor.from_checkpoint(tmp_path / "checkpoints" / "best.ckpt", device="cuda")
     assert predictor.device.type == "cuda"
     (result,) = predictor(["i feel glad"])

@@ -85,3 +85,16 @@ def test_predict_step_gives_ids_names_and_probabilities(trained):
     assert output["probabilities"].shape == (2, len(LABELS))
     torch.testing.assert_close(output["probabilities"].sum(dim=1), torch.ones(2))
     assert output["labels"] == [LABELS[i] for i in output["label_ids"].tolist()]
+
+
+def test_weights_saved_in_half_precision_train_in_fp32(tiny_distilbert, tmp_path):
+    # Many Hub models are saved in fp16 or bf16; mixed precision needs fp32 weights to scale from.
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tmp_path / "fp16-backbone"
+    AutoModel.from_pretrained(tiny_distilbert).half().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_distilbert).save_pretrained(folder)
+    model = EmotionClassifier(backbone=str(folder))
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+    rebuilt = EmotionClassifier(backbone=str(folder), backbone_config=model.hparams.backbone_config)
+    assert {parameter.dtype for parameter in rebuilt.parameters()} == {torch.float32}
