@@ -25,10 +25,11 @@ def test_reference_config_trains_in_16_mixed_with_clipping(tiny_distilbert, data
     assert isinstance(cli.trainer.precision_plugin.scaler, torch.amp.GradScaler)
 
 
-def test_clipping_under_16_mixed_bounds_the_unscaled_gradient(tiny_distilbert, data_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_clipping_bounds_the_unscaled_gradient_on_cuda(precision, tiny_distilbert, data_dir, tmp_path):
     clip = 1e-3
     model, _, recorder, _ = train_tiny(
-        tiny_distilbert, data_dir, tmp_path, 6, clip, accelerator="gpu", devices=1, precision="16-mixed"
+        tiny_distilbert, data_dir, tmp_path, 6, clip, accelerator="gpu", devices=1, precision=precision
     )
     assert model.trainer.optimizers[0].defaults["fused"]
     applied = [norm for norm, skipped in zip(recorder.applied_norms, recorder.skipped, strict=True) if not skipped]
