@@ -74,8 +74,8 @@ def run_arm(arm: str, args) -> dict:
     elif arm == "lists":
         import datasets
 
-        from emotion_lightning.data import truncate
         from emotion_lightning.sources import read_split_file
+        from emotion_lightning.tokenization import truncate
 
         datamodule = EmotionDataModule(backbone=args.backbone, data_dir=str(data_dir), cache_dir=str(cache))
         tokenizer, max_length = datamodule.tokenizer, datamodule.effective_max_length()

@@ -7,8 +7,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from emotion_lightning import sources
+from emotion_lightning import sources, tokenization
 from emotion_lightning.backbone import load_tokenizer
 from emotion_lightning.errors import DataNotFoundError, SettingError, check_at_least
 from emotion_lightning.sampling import (
@@ -25,24 +24,18 @@ from emotion_lightning.sampling import (
     ResumableDataLoader,
     SequentialEpochSampler,
 )
+from emotion_lightning.tokenization import Encoder
 
 # The dataset's label ids, in order (dair-ai/emotion). Everything else derives from this.
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 
 # Bump when the cached layout changes, so that stale caches are not reused.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 # From this many rows on, tokenizing in several processes pays for starting them.
 LARGE_DATA_ROWS = 100_000
 
 log = logging.getLogger(__name__)
-
-
-def truncate(ids: list[int], max_length: int) -> list[int]:
-    """Cut token ids to ``max_length``, keeping the closing special token ([SEP]) as the tokenizer does."""
-    if len(ids) <= max_length:
-        return ids
-    return ids[: max_length - 1] + ids[-1:]
 
 
 def default_cache_dir() -> Path:
@@ -62,6 +55,7 @@ class TokenizedSplit(Dataset):
             columns.remove("text")
         self.table = table.select_columns(columns)
         self.lengths = table.data.column("length").to_numpy()
+        self.truncated = table.data.column("truncated").to_numpy(zero_copy_only=False)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -136,6 +130,8 @@ class EmotionDataModule(L.LightningDataModule):
         num_proc: int | None = None,
     ):
         super().__init__()
+        # Saved in checkpoints: the predictor encodes texts with the max_length the model was trained with.
+        self.save_hyperparameters(ignore=["predict_texts"])
         check_at_least("data.max_length", max_length, 2, "room for the [CLS] and [SEP] tokens")
         check_at_least("data.batch_size", batch_size, 1)
         check_at_least("data.eval_batch_size", eval_batch_size, 1)
@@ -157,14 +153,19 @@ class EmotionDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
+        self._already_predicted: Callable[[], Collection[int]] | None = None
         self._tokenizer = None
         self._source_digest: str | None = None
 
     @property
     def tokenizer(self):
-        """The backbone's tokenizer, loaded on first use."""
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.backbone)
+        """The model's tokenizer (restored from its checkpoint) when a trainer runs both; else the backbone's."""
+        if self._tokenizer is not None:
+            return self._tokenizer
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is not None and hasattr(model, "tokenizer"):
+            return model.tokenizer
+        self._tokenizer = load_tokenizer(self.backbone)
         return self._tokenizer
 
     @tokenizer.setter
@@ -224,7 +225,8 @@ class EmotionDataModule(L.LightningDataModule):
         # leaves nothing that looks finished, and processes on several nodes sharing the cache
         # cannot mix their files (the first rename wins, the others discard their copy).
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=self.cache_dir))
+        tokenization.remove_abandoned_builds(self.cache_dir)
+        building = tokenization.build_folder(self.cache_dir, target.name)
         try:
             # Rows read from files are streamed into Arrow files, tokenized from there, then removed.
             staging = building / "staging"
@@ -271,6 +273,15 @@ class EmotionDataModule(L.LightningDataModule):
             with_text = split != "train"
             self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)), with_text=with_text)
 
+    def predict_texts_in_order(self) -> list[str]:
+        """The texts ``predict`` classifies, in input order (after ``setup("predict")``)."""
+        return list(self.splits["predict"].table["text"])
+
+    def skip_predicting(self, already_predicted: Callable[[], Collection[int]]) -> None:
+        """Leave out of ``predict`` the input positions that ``already_predicted()`` returns when the loader is
+        built (a stopped run's, found by the prediction writer once the model's weights are loaded)."""
+        self._already_predicted = already_predicted
+
     def _predict_texts(self) -> list[str]:
         if self.predict_file is not None:
             texts, _ = sources.read_predict_file(self.predict_file)
@@ -301,25 +312,14 @@ class EmotionDataModule(L.LightningDataModule):
         """Tokenize a ``datasets.Dataset`` with ``text`` (and ``label``, ``index``) columns."""
         import pyarrow.compute as pc
 
-        tokenizer, max_length = self.tokenizer, self.effective_max_length()
-
-        def encode(batch: dict[str, list]) -> dict[str, list]:
-            full = tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
-            input_ids = [truncate(ids, max_length) for ids in full]
-            return {
-                "input_ids": input_ids,
-                "length": [len(ids) for ids in input_ids],
-                "truncated": [len(ids) > max_length for ids in full],
-            }
-
-        processes = self.tokenization_processes(len(rows))
-        tokenized = rows.map(
-            encode, batched=True, batch_size=2000, num_proc=processes if processes > 1 else None, desc="Tokenizing"
+        max_length = self.effective_max_length()
+        tokenized = tokenization.tokenize(
+            rows, Encoder(self.tokenizer, max_length), self.tokenization_processes(len(rows))
         )
         truncated = pc.sum(tokenized.data.column("truncated")).as_py() or 0
         if truncated:
             rank_zero_warn(f"{truncated} of {len(rows)} texts were longer than {max_length} tokens and were truncated")
-        return tokenized.remove_columns("truncated")
+        return tokenized
 
     # -- loaders -----------------------------------------------------------------------------
 
@@ -342,9 +342,13 @@ class EmotionDataModule(L.LightningDataModule):
                 seed=seed,
             )
         else:
-            batches = LengthSortedBatchSampler(
-                SequentialSampler(dataset), self.eval_batch_size, lengths=dataset.lengths
-            )
+            positions = SequentialSampler(dataset)
+            done = set(self._already_predicted()) if split == "predict" and self._already_predicted else set()
+            if done:
+                # At least one text is predicted again, so that the run still ends by writing the output.
+                todo = [i for i in range(len(dataset)) if i not in done]
+                positions = todo or [len(dataset) - 1]
+            batches = LengthSortedBatchSampler(positions, self.eval_batch_size, lengths=dataset.lengths)
         # Only training needs to resume mid-way; evaluation starts over and is deterministic anyway.
         loader_class = ResumableDataLoader if training else DataLoader
         return loader_class(

@@ -1,25 +1,42 @@
 """Export a checkpoint for use without this package: a Hugging Face model folder, and ONNX.
 
-emotion-lightning export runs/offline/checkpoints/best.ckpt exported/ [--onnx]
+emotion-lightning export runs/offline/version_0/checkpoints/best.ckpt exported/ [--onnx]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
+from emotion_lightning.checkpoints import read_checkpoint
+from emotion_lightning.console import say
+from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.model import EmotionClassifier
 
 ONNX_FILE_NAME = "model.onnx"
 
 
-def export_huggingface(model: EmotionClassifier, folder: str | Path) -> Path:
-    """Model, config (with ``id2label``) and tokenizer, loadable by ``transformers.pipeline``."""
+class ExportError(EmotionLightningError, OSError):
+    """An export that cannot be written as asked."""
+
+
+def export_huggingface(model: EmotionClassifier, folder: str | Path, max_length: int | None = None) -> Path:
+    """Model, config (with ``id2label``) and tokenizer, loadable by ``transformers.pipeline``.
+
+    ``max_length`` (the length the model was trained with) becomes the tokenizer's ``model_max_length``,
+    so that ``pipeline(..., truncation=True)`` cuts texts where training did.
+    """
     folder = Path(folder)
     model.model.save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
+    tokenizer = model.tokenizer
+    if max_length is not None:
+        tokenizer.model_max_length = min(max_length, tokenizer.model_max_length)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -45,6 +62,11 @@ def export_onnx(model: EmotionClassifier, path: str | Path, opset: int = 17) -> 
     return path
 
 
+def _check_target(folder: Path) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ExportError(f"{folder} exists and is not an empty folder; choose a new folder (nothing was written)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """``emotion-lightning export CHECKPOINT FOLDER [--onnx]``."""
     parser = argparse.ArgumentParser(
@@ -53,14 +75,31 @@ def main(argv: list[str] | None = None) -> None:
         "emotion_lightning: transformers.pipeline('text-classification', model=FOLDER).",
     )
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by fit")
-    parser.add_argument("folder", type=Path, help="output folder (created)")
+    parser.add_argument("folder", type=Path, help="output folder (created; must not hold anything yet)")
     parser.add_argument("--onnx", action="store_true", help=f"also write FOLDER/{ONNX_FILE_NAME}")
     args = parser.parse_args(argv)
-    if not args.checkpoint.is_file():
-        parser.error(f"checkpoint {args.checkpoint} does not exist")
-    model = EmotionClassifier.load_from_checkpoint(args.checkpoint, map_location="cpu")
-    export_huggingface(model, args.folder)
-    print(f"Hugging Face model folder: {args.folder}")
+    # Everything that can fail for the user's reasons is checked before anything is written.
+    if args.onnx and importlib.util.find_spec("onnx") is None:
+        raise ExportError(
+            "--onnx needs the onnx package: pip install 'emotion-lightning[export]' "
+            "(or pip install onnx onnxruntime); nothing was written"
+        )
+    _check_target(args.folder)
+    checkpoint = read_checkpoint(args.checkpoint)
+    model = EmotionClassifier.from_checkpoint(checkpoint)
+    max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+    # Written beside the target and renamed into place: a failed export leaves no half-written folder.
+    args.folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{args.folder.name}-", dir=args.folder.parent))
+    try:
+        export_huggingface(model, building, max_length)
+        if args.onnx:
+            export_onnx(model, building / ONNX_FILE_NAME)
+        if args.folder.exists():
+            args.folder.rmdir()  # empty, as checked
+        building.rename(args.folder)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    say(f"Hugging Face model folder: {args.folder}")
     if args.onnx:
-        export_onnx(model, args.folder / ONNX_FILE_NAME)
-        print(f"ONNX model: {args.folder / ONNX_FILE_NAME}")
+        say(f"ONNX model: {args.folder / ONNX_FILE_NAME}")

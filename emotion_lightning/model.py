@@ -74,6 +74,16 @@ class EmotionClassifier(L.LightningModule):
         # Keyed by log name ("train" cannot be a ModuleDict key: it is a Module method).
         self.mean_losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
 
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> EmotionClassifier:
+        """The model a checkpoint (as :func:`~emotion_lightning.checkpoints.read_checkpoint` returns it) holds."""
+        # Lightning adds private keys (such as the CLI's "_instantiator") to the saved hyperparameters.
+        settings = {name: value for name, value in checkpoint["hyper_parameters"].items() if not name.startswith("_")}
+        model = cls(**settings)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint(checkpoint)
+        return model
+
     # -- tokenizer travels with the checkpoint ------------------------------------------------
 
     @property

@@ -1,32 +1,39 @@
-"""Classify texts from Python with a trained checkpoint: two lines, no Trainer needed.
+"""Classify texts from Python with a trained model: two lines, no Trainer needed.
 
-predictor = EmotionPredictor.from_checkpoint("runs/offline/checkpoints/best.ckpt")
+predictor = EmotionPredictor.from_checkpoint("runs/offline/version_0/checkpoints/best.ckpt")
 predictor(["I passed my exam!", "I am furious about this."])
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from emotion_lightning.data import PadToLongest, truncate
+from emotion_lightning.checkpoints import read_checkpoint
+from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.model import EmotionClassifier
+from emotion_lightning.precision import inference_precision
 
-log = logging.getLogger(__name__)
+# Inference precisions; "auto" picks fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One text's result: its label, that label's probability, and every class's probability."""
+    """One text's result: its label, that label's probability, and every class's probability.
+
+    ``truncated`` says whether the text was longer than ``max_length`` tokens and was cut.
+    """
 
     text: str
     label: str
     score: float
     probabilities: dict[str, float]
+    truncated: bool = False
 
 
 def check_texts(texts: Sequence[object]) -> list[str]:
@@ -47,67 +54,106 @@ def check_texts(texts: Sequence[object]) -> list[str]:
 class EmotionPredictor:
     """Batched prediction with a trained :class:`EmotionClassifier`.
 
-    Texts are sorted by length and batched so that each batch pads little; the results come back in
-    input order. Texts longer than ``max_length`` tokens are truncated, and the count is logged and
-    kept in ``last_truncated``.
+    Texts are encoded exactly as ``emotion-lightning predict`` encodes them (the same
+    :class:`EmotionDataModule` path): sorted by length and batched so that each batch pads little;
+    the results come back in input order. Texts longer than ``max_length`` tokens are truncated
+    (``Prediction.truncated``; a warning gives the count). Calls from several threads are safe.
+
+    Args:
+        model: the trained model.
+        batch_size: texts per forward pass.
+        max_length: longest text in tokens; from the checkpoint (what the model was trained with) when
+            loaded with :meth:`from_checkpoint`.
+        precision: ``auto`` (fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32),
+            ``32-true``, ``bf16-mixed`` or ``16-mixed``.
     """
 
-    def __init__(self, model: EmotionClassifier, batch_size: int = 64, max_length: int = 512):
+    def __init__(self, model: EmotionClassifier, batch_size: int = 64, max_length: int = 512, precision="auto"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model.eval()
         self.tokenizer = model.tokenizer
         self.labels = model.labels
         self.batch_size = batch_size
-        limit = model.model.config.max_position_embeddings
-        self.max_length = min(max_length, limit)
-        self.last_truncated = 0
+        # No longer than the model accepts (tokenizers of models without a limit report a huge number).
+        self.max_length = min(max_length, self.tokenizer.model_max_length)
+        self.precision = precision
 
     @classmethod
     def from_checkpoint(
         cls, checkpoint_path: str | Path, device: str | torch.device | None = None, **settings
     ) -> EmotionPredictor:
-        """Load a checkpoint written by ``fit`` (offline: it holds the architecture and tokenizer).
+        """Load a checkpoint written by ``fit`` (offline: it holds the architecture, tokenizer and max_length).
 
         ``device`` defaults to CUDA when available, else CPU.
         """
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = EmotionClassifier.load_from_checkpoint(checkpoint_path, map_location=device)
-        return cls(model, **settings)
+        checkpoint = read_checkpoint(checkpoint_path)
+        model = EmotionClassifier.from_checkpoint(checkpoint)
+        trained_with = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+        if trained_with is not None:
+            settings.setdefault("max_length", trained_with)
+        return cls(model.to(_device(device)), **settings)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None, **settings):
+        """Load a model folder as ``emotion-lightning export`` writes it (weights, config with labels, tokenizer)."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        labels = [config.id2label[i] for i in range(len(config.id2label))]
+        model = EmotionClassifier(backbone=str(folder), labels=labels)
+        settings.setdefault("max_length", model.tokenizer.model_max_length)
+        return cls(model.to(_device(device)), **settings)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
+    def _autocast(self):
+        precision = inference_precision(self.device) if self.precision == "auto" else self.precision
+        if precision == "32-true":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
     def predict_probabilities(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities, one row per text in input order (shape: texts x labels)."""
-        return self._probabilities(check_texts(texts))
+        return self._predict(check_texts(texts))[0]
 
     @torch.inference_mode()
-    def _probabilities(self, texts: list[str]) -> torch.Tensor:
+    def _predict(self, texts: list[str]) -> tuple[torch.Tensor, list[bool]]:
+        """Probabilities and whether each text was truncated, in input order."""
         if not texts:
-            return torch.empty(0, len(self.labels))
-        encoded = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
-        self.last_truncated = sum(len(ids) > self.max_length for ids in encoded)
-        if self.last_truncated:
-            log.warning("%d of %d texts were truncated to %d tokens", self.last_truncated, len(texts), self.max_length)
-        encoded = [truncate(ids, self.max_length) for ids in encoded]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]), reverse=True)
+            return torch.empty(0, len(self.labels)), []
+        data = EmotionDataModule(
+            backbone=self.model.hparams.backbone,
+            labels=self.labels,
+            max_length=self.max_length,
+            eval_batch_size=self.batch_size,
+            predict_texts=texts,
+        )
+        data.tokenizer = self.tokenizer
+        data.setup("predict")
         probabilities = torch.empty(len(texts), len(self.labels))
-        collate = PadToLongest(self.tokenizer.pad_token_id)
-        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
-        for start in range(0, len(order), self.batch_size):
-            positions = order[start : start + self.batch_size]
-            batch = collate({"input_ids": [encoded[i] for i in positions], "index": positions})
-            with autocast:
+        with self._autocast():
+            for batch in data.predict_dataloader():
                 logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-            probabilities[positions] = logits.float().softmax(dim=-1).cpu()
-        return probabilities
+                probabilities[batch["index"]] = logits.float().softmax(dim=-1).cpu()
+        return probabilities, data.splits["predict"].truncated.tolist()
 
     def __call__(self, texts: Sequence[str]) -> list[Prediction]:
         """Label, score and per-class probabilities for each text, in input order."""
         texts = check_texts(texts)
+        probabilities, truncated = self._predict(texts)
         results = []
-        for text, row in zip(texts, self._probabilities(texts).tolist(), strict=True):
+        for text, row, cut in zip(texts, probabilities.tolist(), truncated, strict=True):
             best = max(range(len(row)), key=row.__getitem__)
-            results.append(Prediction(text, self.labels[best], row[best], dict(zip(self.labels, row, strict=True))))
+            scores = dict(zip(self.labels, row, strict=True))
+            results.append(Prediction(text, self.labels[best], row[best], scores, cut))
         return results
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -140,7 +140,7 @@ class ResumableDataLoader(DataLoader):
     ``state_dict()`` says which epoch and how many of its batches were handed out;
     ``load_state_dict()`` makes the next iteration of that epoch start after them, so that a run
     resumed mid-epoch continues with the batch after the last one trained on instead of starting
-    the epoch over (:class:`~emotion_lightning.resume.ResumeCheckpoint` calls both). Needs a batch
+    the epoch over (:class:`~emotion_lightning.callbacks.ResumeCheckpoint` calls both). Needs a batch
     sampler with ``epoch`` and ``skip_next`` (:class:`LengthGroupedBatchSampler`).
     """
 

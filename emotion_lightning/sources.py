@@ -148,9 +148,16 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
 def iter_split_rows(path: str | Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]:
     """(text, label id) pairs of one split file in any supported format, read incrementally."""
     path = Path(path)
-    if path.suffix == ".txt":
-        yield from _semicolon_rows(path, labels)
-        return
+    rows = _semicolon_rows(path, labels) if path.suffix == ".txt" else _record_rows(path, labels)
+    empty = True
+    for row in rows:
+        empty = False
+        yield row
+    if empty:
+        raise DataFileError(path, None, "no examples (the file is empty or only blank lines)")
+
+
+def _record_rows(path: Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]:
     for line_number, record in _records(path):
         for column in ("text", "label"):
             if column not in record:
@@ -182,6 +189,38 @@ def read_predict_file(path: str | Path) -> tuple[list[str], list[int]]:
     if not texts:
         raise DataFileError(path, None, "no text to classify (the file is empty or only blank lines)")
     return texts, line_numbers
+
+
+def check_predict_file(path: str | Path | None) -> None:
+    """Fail before the model loads if the predict file is missing or not a file (None: texts come from Python)."""
+    if path is None:
+        return
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(f"data.predict_file {path} does not exist")
+    if not path.is_file():
+        raise DataNotFoundError(f"data.predict_file {path} is not a file (one text per line)")
+
+
+def check_yaml_files(args: Sequence[str]) -> None:
+    """A config file given with ``-c``/``--config`` that is not valid YAML: its name and the line at fault.
+
+    (jsonargparse would report the syntax error without saying which file it came from.)
+    """
+    import yaml
+
+    paths = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse's own message names a missing file
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise SettingError(f"{where}: not valid YAML ({problem})") from None
 
 
 def write_arrow(rows: Iterable[tuple[str, int]], path: Path, chunk_rows: int = 10_000):

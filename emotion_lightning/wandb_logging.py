@@ -6,10 +6,11 @@ import netrc
 import os
 from urllib.parse import urlparse
 
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
+
+from emotion_lightning.console import say
 
 OFFLINE_MODES = ("offline", "dryrun", "disabled")
 
@@ -42,7 +43,7 @@ class FallbackWandbLogger(WandbLogger):
         self._init_timeout = init_timeout
         mode = os.environ.get("WANDB_MODE", "")
         if not self._offline and mode not in OFFLINE_MODES and not wandb_api_key_available():
-            rank_zero_info("W&B: no API key found, logging offline; upload later with `wandb sync wandb/offline-run-*`")
+            say("W&B: no API key found, logging offline; upload later with `wandb sync wandb/offline-run-*`")
             self._wandb_init["mode"] = "offline"
 
     @property
@@ -64,12 +65,3 @@ class FallbackWandbLogger(WandbLogger):
             )
             self._wandb_init["mode"] = "offline"
             return super().experiment
-
-
-class SaveConfigToLoggers(SaveConfigCallback):
-    """Writes the resolved CLI config to the run folder, and into W&B as the run's config."""
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_hyperparams(self.config.as_dict())

@@ -187,3 +187,12 @@ def tiny_checkpoint(tiny_distilbert, data_dir, tmp_path_factory) -> Path:
     trainer.fit(model, data)
     trainer.save_checkpoint(folder / "model.ckpt")
     return folder / "model.ckpt"
+
+
+def run_folder(root: Path) -> Path:
+    """The newest run folder (``version_N``) that fit made under ``root``."""
+    from emotion_lightning.runs import run_folders
+
+    folders = run_folders(root)
+    assert folders, f"no run folder in {root}"
+    return folders[-1]

@@ -55,3 +55,15 @@ class NaNLossAtStep(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             pl_module.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+
+
+class SignalAtPredictBatch(Callback):
+    """Sends ``signal_name`` to this process once predict batch ``batch`` (counted from 0) is written."""
+
+    def __init__(self, batch: int, signal_name: str = "SIGTERM"):
+        self.batch = batch
+        self.signal = getattr(signal, signal_name)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), self.signal)

@@ -23,9 +23,17 @@ def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
 
 
+def fit_logged_run_args(root: Path) -> list[str]:
+    """CLI arguments for a fit into ``root`` that logs its metrics to ``<run folder>/metrics.csv``, no progress bar."""
+    # The later --trainer.logger replaces quiet_run_args' "false": Lightning's default, the run folder's CSV.
+    return [*quiet_run_args(root), "--trainer.logger", "true", "--trainer.enable_model_summary", "false"]
+
+
 def csv_logged_run_args(root: Path) -> list[str]:
-    """CLI arguments for a run into ``root`` that logs metrics to CSV files, with no progress bar."""
-    # The later --trainer.logger replaces quiet_run_args' "false".
+    """CLI arguments for a run into ``root`` that logs metrics to ``root/lightning_logs/version_N/metrics.csv``.
+
+    (validate, test and predict log nothing of their own by default.)
+    """
     return [
         *quiet_run_args(root),
         "--trainer.logger",
@@ -37,9 +45,13 @@ def csv_logged_run_args(root: Path) -> list[str]:
     ]
 
 
-def logged_metrics(root: Path) -> list[dict[str, float]]:
-    """The rows of the newest CSV log under ``root`` that hold val/acc, as numbers."""
-    newest = sorted((root / "lightning_logs").glob("version_*/metrics.csv"))[-1]
-    with newest.open() as file:
+def logged_metrics(metrics_file: Path) -> list[dict[str, float]]:
+    """The rows of a CSV metrics log that hold val/acc, as numbers."""
+    with metrics_file.open() as file:
         rows = [row for row in csv.DictReader(file) if row.get("val/acc")]
     return [{name: float(value) for name, value in row.items() if value} for row in rows]
+
+
+def newest_csv_log(root: Path) -> Path:
+    """The metrics.csv of the newest ``CSVLogger`` version under ``root``."""
+    return sorted((root / "lightning_logs").glob("version_*/metrics.csv"))[-1]

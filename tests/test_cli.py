@@ -12,11 +12,12 @@ import torch
 
 from emotion_lightning.cli import run
 from emotion_lightning.data import LABELS
+from tests.conftest import run_folder
 
 
 def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_path, tiny_distilbert):
     cli = run(["fit", *fit_args])
-    checkpoint_dir = tmp_path / "checkpoints"
+    checkpoint_dir = run_folder(tmp_path) / "checkpoints"
     assert (checkpoint_dir / "best.ckpt").is_file()
     assert (checkpoint_dir / "last.ckpt").is_file()
     callback = cli.trainer.checkpoint_callback
@@ -28,8 +29,10 @@ def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_pa
     logged = cli.trainer.callback_metrics
     for key in ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro"):
         assert key in logged, key
-    best = torch.load(checkpoint_dir / "best.ckpt", weights_only=False)
-    assert best["callbacks"]
+    # best.ckpt: weights, settings and tokenizer only; last.ckpt: everything a resumed run needs.
+    best = torch.load(checkpoint_dir / "best.ckpt", weights_only=True)
+    assert {"state_dict", "hyper_parameters", "tokenizer_files", "datamodule_hyper_parameters"} <= set(best)
+    assert "optimizer_states" not in best and "callbacks" not in best
     # last.ckpt is written after the best-checkpoint bookkeeping, so a resumed run knows its best.
     last = torch.load(checkpoint_dir / "last.ckpt", weights_only=True)
     assert last["global_step"] == 12
@@ -43,7 +46,7 @@ def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_pa
 
 def test_validate_and_test_from_checkpoint(fit_args, tmp_path):
     run(["fit", *fit_args])
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     validated = run(["validate", *fit_args, "--ckpt_path", best])
     assert 0.0 <= float(validated.trainer.callback_metrics["val/acc"]) <= 1.0
     tested = run(["test", *fit_args, "--ckpt_path", best])
@@ -71,7 +74,7 @@ def test_predict_writes_csv_in_input_order(fit_args, tmp_path):
             "predict",
             *fit_args,
             "--ckpt_path",
-            str(tmp_path / "checkpoints" / "best.ckpt"),
+            str(run_folder(tmp_path) / "checkpoints" / "best.ckpt"),
             "--data.predict_file",
             str(predict_file),
             "--data.eval_batch_size",
@@ -101,12 +104,12 @@ def test_predict_file_defaults_to_root_dir(fit_args, tmp_path):
             "predict",
             *fit_args,
             "--ckpt_path",
-            str(tmp_path / "checkpoints" / "last.ckpt"),
+            str(run_folder(tmp_path) / "checkpoints" / "last.ckpt"),
             "--data.predict_file",
             str(predict_file),
         ]
     )
-    assert (tmp_path / "predictions.csv").is_file()
+    assert (run_folder(tmp_path) / "predictions.csv").is_file()
 
 
 def test_cpu_run_falls_back_from_fp16_with_one_log_line(fit_args, caplog):
@@ -133,20 +136,42 @@ def test_predict_from_checkpoint_needs_no_backbone(fit_args, tmp_path, tiny_dist
     shutil.rmtree(backbone)
     predict_file = tmp_path / "texts.txt"
     predict_file.write_text("i feel glad\ni am scared\n")
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
-    with (tmp_path / "predictions.csv").open() as file:
+    with (run_folder(tmp_path) / "predictions.csv").open() as file:
         assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
 
 
-def test_rich_progress_bar_unless_turned_off(fit_args):
+def test_progress_is_a_bar_in_a_terminal_and_lines_in_a_log(fit_args, monkeypatch, caplog):
     from lightning.pytorch.callbacks import RichProgressBar
 
+    from emotion_lightning.callbacks import LineProgress
+
     without_bar = run(["fit", *fit_args, "--trainer.max_epochs", "1"])
-    assert not any(isinstance(c, RichProgressBar) for c in without_bar.trainer.callbacks)
+    assert without_bar.trainer.progress_bar_callback is None
     position = fit_args.index("--trainer.enable_progress_bar")
-    with_bar = run(["fit", *fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "1"])
-    assert isinstance(with_bar.trainer.progress_bar_callback, RichProgressBar)
+    progress_args = [*fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "1"]
+    with caplog.at_level("INFO", logger="emotion_lightning"):
+        in_a_log = run(["fit", *progress_args, "--trainer.log_every_n_steps", "2"])
+    assert isinstance(in_a_log.trainer.progress_bar_callback, LineProgress)
+    lines = [record.message for record in caplog.records if record.message.startswith("epoch 1/1  step")]
+    # 6 steps, a line every 2: steps, rate, time left and loss in each.
+    assert [line.split("  ")[1] for line in lines] == ["step 2/6", "step 4/6", "step 6/6"]
+    assert all("steps/s" in line and "left (training)" in line and "loss " in line for line in lines)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    in_a_terminal = run(["fit", *progress_args])
+    assert isinstance(in_a_terminal.trainer.progress_bar_callback, RichProgressBar)
+
+
+def test_fit_ends_by_saying_what_it_made(fit_args, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="emotion_lightning"):
+        cli = run(["fit", *fit_args])
+    (summary,) = [record.message for record in caplog.records if record.message.startswith("Fit finished in ")]
+    folder = run_folder(tmp_path)
+    score = float(cli.trainer.checkpoint_callback.best_model_score)
+    assert f"run folder {folder}" in summary
+    assert f"best checkpoint: {folder / 'checkpoints' / 'best.ckpt'} (val/acc {score:.4f})" in summary
+    assert f"last checkpoint: {folder / 'checkpoints' / 'last.ckpt'} (resume with --ckpt_path last)" in summary
 
 
 def test_console_script_exits_zero(fit_args, tmp_path):
@@ -157,7 +182,7 @@ def test_console_script_exits_zero(fit_args, tmp_path):
     assert script, "emotion-lightning is not installed next to this Python"
     result = subprocess.run([script, "fit", *fit_args, "--trainer.max_epochs", "1"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert (run_folder(tmp_path) / "checkpoints" / "best.ckpt").is_file()
 
 
 def test_predict_file_that_is_not_utf8_names_the_line(fit_args, tmp_path):
@@ -166,19 +191,19 @@ def test_predict_file_that_is_not_utf8_names_the_line(fit_args, tmp_path):
     run(["fit", *fit_args, "--trainer.max_epochs", "1"])
     predict_file = tmp_path / "texts.txt"
     predict_file.write_bytes(b"i feel glad\n\xff\xfe broken\n")
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     with pytest.raises(DataFileError, match=r"texts.txt, line 2: bytes that are not UTF-8"):
         run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
-    assert not (tmp_path / "predictions.csv").exists()
+    assert not (run_folder(tmp_path) / "predictions.csv").exists()
 
 
 def test_predict_file_blank_lines_bom_and_crlf(fit_args, tmp_path):
     run(["fit", *fit_args, "--trainer.max_epochs", "1"])
     predict_file = tmp_path / "texts.txt"
     predict_file.write_bytes("\ufeffi feel glad\r\n\r\n   \r\ni am scared\r\n".encode())
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
-    with (tmp_path / "predictions.csv").open() as file:
+    with (run_folder(tmp_path) / "predictions.csv").open() as file:
         assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
 
 
@@ -188,6 +213,51 @@ def test_empty_predict_file_is_a_clear_error(fit_args, tmp_path):
     run(["fit", *fit_args, "--trainer.max_epochs", "1"])
     predict_file = tmp_path / "empty.txt"
     predict_file.write_text("")
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     with pytest.raises(DataFileError, match="no text to classify"):
         run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
+
+
+def test_evaluating_reads_the_checkpoint_once(fit_args, tmp_path, monkeypatch):
+    run(["fit", *fit_args])
+    best = run_folder(tmp_path) / "checkpoints" / "best.ckpt"
+    reads = []
+    real_load = torch.load
+
+    def counting_load(file, *args, **kwargs):
+        if Path(file if isinstance(file, str | Path) else file.name) == best:
+            reads.append(file)
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    validated = run(["validate", *fit_args, "--ckpt_path", str(best)])
+    assert len(reads) == 1
+    assert 0.0 <= float(validated.trainer.callback_metrics["val/acc"]) <= 1.0
+
+
+def test_predict_command_and_predictor_give_the_same_probabilities(fit_args, tmp_path):
+    from emotion_lightning import EmotionPredictor
+
+    run(["fit", *fit_args])
+    best = run_folder(tmp_path) / "checkpoints" / "best.ckpt"
+    texts = ["i feel glad", " ".join(["sad"] * 300), "so scared about my exam", "happy"]  # one longer than 64 tokens
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_text("".join(f"{text}\n" for text in texts))
+    settings = [
+        "--trainer.precision",
+        "32-true",
+        "--data.eval_batch_size",
+        "3",
+        "--data.predict_file",
+        str(predict_file),
+    ]
+    run(["predict", *fit_args, *settings, "--ckpt_path", str(best)])
+    with (run_folder(tmp_path) / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    predictor = EmotionPredictor.from_checkpoint(best, device="cpu", precision="32-true", batch_size=3)
+    results = predictor(texts)
+    assert [result.truncated for result in results] == [False, True, False, False]
+    for row, result in zip(rows, results, strict=True):
+        assert row["label"] == result.label
+        for label, probability in result.probabilities.items():
+            assert float(row[f"prob_{label}"]) == pytest.approx(probability, abs=1e-6)

@@ -15,6 +15,7 @@ import yaml
 
 from emotion_lightning.cli import run
 from emotion_lightning.precision import runnable_precision
+from tests.conftest import run_folder
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
@@ -112,8 +113,8 @@ def check_trained_with_clipping(cli, root: Path) -> None:
     # 3 steps, or one epoch where the sweep's batch size makes that shorter.
     assert trainer.global_step == trainer.num_training_batches <= 3
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
-    assert (root / "checkpoints" / "best.ckpt").is_file()
-    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert (run_folder(root) / "checkpoints" / "best.ckpt").is_file()
+    assert (run_folder(root) / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.parametrize("logger", ["default", "false"])

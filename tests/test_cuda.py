@@ -10,6 +10,7 @@ import torch
 
 from emotion_lightning import EmotionPredictor
 from emotion_lightning.cli import run
+from tests.conftest import run_folder
 from tests.test_configs import check_trained_with_clipping, fit_like_a_user
 from tests.test_precision import train_tiny
 
@@ -41,7 +42,7 @@ def test_fit_on_cuda_runs_16_mixed_and_predicts_there(fit_args, tmp_path):
     args = [*fit_args, "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.precision", "16-mixed"]
     cli = run(["fit", *args])
     assert cli.trainer.precision == "16-mixed"
-    predictor = EmotionPredictor.from_checkpoint(tmp_path / "checkpoints" / "best.ckpt", device="cuda")
+    predictor = EmotionPredictor.from_checkpoint(run_folder(tmp_path) / "checkpoints" / "best.ckpt", device="cuda")
     assert predictor.device.type == "cuda"
     (result,) = predictor(["i feel glad"])
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-3

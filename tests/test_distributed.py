@@ -13,8 +13,14 @@ import json
 
 import pytest
 
-from tests.conftest import fixture_rows, write_semicolon_file
-from tests.subprocess_runs import cli_subprocess, csv_logged_run_args, logged_metrics
+from tests.conftest import fixture_rows, run_folder, write_semicolon_file
+from tests.subprocess_runs import (
+    cli_subprocess,
+    csv_logged_run_args,
+    fit_logged_run_args,
+    logged_metrics,
+    newest_csv_log,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +51,8 @@ def test_validate_on_two_processes_gives_the_metrics_of_one(uneven_data, tiny_ch
             "validate", *data_args(folder), *processes, *csv_logged_run_args(root), "--ckpt_path", str(tiny_checkpoint)
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        (metrics,) = logged_metrics(root)
-        report = json.loads(next(root.glob("lightning_logs/version_*/reports/val_report.json")).read_text())
+        (metrics,) = logged_metrics(newest_csv_log(root))
+        report = json.loads((root / "reports" / "val_report.json").read_text())
         results[name] = metrics, report
 
     (one, one_report), (two, two_report) = results["one"], results["two"]
@@ -91,14 +97,14 @@ def test_fit_on_two_processes_trains_and_keeps_checkpoints(uneven_data, tiny_dis
         str(tiny_distilbert),
         *data_args(folder),
         *TWO_PROCESSES,
-        *csv_logged_run_args(tmp_path),
+        *fit_logged_run_args(tmp_path),
         "--trainer.max_epochs",
         "2",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    epochs = logged_metrics(tmp_path)
+    assert (run_folder(tmp_path) / "checkpoints" / "best.ckpt").is_file()
+    assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()
+    epochs = logged_metrics(run_folder(tmp_path) / "metrics.csv")
     assert [row["epoch"] for row in epochs] == [0, 1]
     # 48 texts over 2 processes in batches of 8: 3 optimizer steps per epoch.
     assert epochs[-1]["step"] == 5

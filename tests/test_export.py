@@ -22,7 +22,7 @@ def exported(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint):
-    predictor = EmotionPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    predictor = EmotionPredictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="32-true")
     return predictor, predictor.predict_probabilities(TEXTS)
 
 
@@ -58,7 +58,37 @@ def test_onnx_with_dynamic_batch_and_length_agrees(exported, reference):
         torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
 
 
-def test_export_of_a_missing_checkpoint_names_it(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+def test_export_of_a_missing_checkpoint_names_it(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
         main(["export", str(tmp_path / "nope.ckpt"), str(tmp_path / "out")])
-    assert "nope.ckpt does not exist" in capsys.readouterr().err
+    assert exit_info.value.code == f"emotion-lightning: error: checkpoint {tmp_path / 'nope.ckpt'} does not exist"
+    assert not (tmp_path / "out").exists()
+
+
+def test_predictor_loads_the_exported_folder_like_the_checkpoint(exported, reference):
+    predictor, probabilities = reference
+    from_folder = EmotionPredictor.from_pretrained(exported, device="cpu", precision="32-true")
+    assert from_folder.labels == predictor.labels
+    assert from_folder.max_length == predictor.max_length
+    torch.testing.assert_close(from_folder.predict_probabilities(TEXTS), probabilities, atol=1e-6, rtol=0)
+
+
+def test_onnx_without_the_extra_says_which_to_install_and_writes_nothing(tiny_checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_checkpoint), str(tmp_path / "out"), "--onnx"])
+    assert exit_info.value.code.startswith("emotion-lightning: error: --onnx needs the onnx package: pip install")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_never_writes_into_a_folder_that_holds_something(tiny_checkpoint, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_checkpoint), str(tmp_path)])
+    assert "exists and is not an empty folder" in exit_info.value.code
+    assert [path.name for path in tmp_path.iterdir()] == ["keep.txt"]

@@ -6,8 +6,9 @@ import lightning as L
 import pytest
 import torch
 
+from emotion_lightning.callbacks import NonFiniteLossError
 from emotion_lightning.cli import run
-from emotion_lightning.guards import NonFiniteLossError
+from tests.conftest import run_folder
 
 
 class RecordGradientNorm(L.Callback):
@@ -27,7 +28,7 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_good_checkpoints(fit_
         run(["fit", *args, "--trainer.callbacks.step=8"])
     # 6 steps per epoch: the epoch-0 validation wrote both checkpoints; nothing was written after.
     for name in ("best.ckpt", "last.ckpt"):
-        checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        checkpoint = torch.load(run_folder(tmp_path) / "checkpoints" / name, weights_only=True)
         assert checkpoint["global_step"] == 6
         assert all(torch.isfinite(weights).all() for weights in checkpoint["state_dict"].values())
 

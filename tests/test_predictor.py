@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from emotion_lightning import LABELS, EmotionPredictor, Prediction
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint) -> EmotionPredictor:
-    return EmotionPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=2)
+    return EmotionPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=2, precision="32-true")
 
 
 def test_results_in_input_order_match_one_by_one(predictor):
@@ -39,15 +37,24 @@ def test_matches_the_lightning_module(predictor):
     torch.testing.assert_close(predictor.predict_probabilities(texts), expected, atol=1e-5, rtol=1e-4)
 
 
-def test_long_texts_are_truncated_and_counted(predictor, caplog):
+def test_long_texts_are_truncated_and_marked(predictor):
     long_text = " ".join(["happy"] * 500)  # the tiny model has 64 positions
-    with caplog.at_level(logging.WARNING):
-        (result,) = predictor([long_text])
-    assert predictor.last_truncated == 1
-    assert "1 of 1 texts were truncated to 64 tokens" in caplog.text
-    assert result.label in LABELS
-    predictor(["short"])
-    assert predictor.last_truncated == 0
+    with pytest.warns(UserWarning, match="1 of 2 texts were longer than 64 tokens and were truncated"):
+        long, short = predictor([long_text, "short"])
+    assert long.truncated and not short.truncated
+    assert long.label in LABELS
+
+
+def test_calls_from_several_threads_get_their_own_results(predictor):
+    from concurrent.futures import ThreadPoolExecutor
+
+    long_text = " ".join(["sad"] * 500)
+    inputs = [[long_text] * (i % 3 + 1) + ["glad"] * (i % 2) for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(predictor, inputs))
+    for texts, results in zip(inputs, outputs, strict=True):
+        assert [result.text for result in results] == texts
+        assert [result.truncated for result in results] == [text == long_text for text in texts]
 
 
 @pytest.mark.parametrize(

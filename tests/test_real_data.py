@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from emotion_lightning.cli import run
-from tests.conftest import quiet_run_args
+from tests.conftest import quiet_run_args, run_folder
 
 REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data" / "emotion"
 STAND_IN_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -48,8 +48,8 @@ def test_short_real_run_learns_and_predicts(real_data, tmp_path):
 
     texts = tmp_path / "texts.txt"
     texts.write_text("i feel so happy and excited today\ni feel so sad and lonely and miserable\n")
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(texts)])
-    with (tmp_path / "predictions.csv").open() as file:
+    with (run_folder(tmp_path) / "predictions.csv").open() as file:
         labels = [row["label"] for row in csv.DictReader(file)]
     assert labels == ["joy", "sadness"]

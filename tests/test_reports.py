@@ -9,14 +9,15 @@ import matplotlib.image
 
 from emotion_lightning.cli import run
 from emotion_lightning.data import LABELS
+from tests.conftest import run_folder
 
 
 def test_validate_and_test_write_report_files(fit_args, tmp_path):
     run(["fit", *fit_args])
-    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     validated = run(["validate", *fit_args, "--ckpt_path", best])
     run(["test", *fit_args, "--ckpt_path", best])
-    reports = tmp_path / "reports"  # no logger in fit_args: the run folder is default_root_dir
+    reports = run_folder(tmp_path) / "reports"
     for stage in ("val", "test"):
         with (reports / f"{stage}_report.csv").open() as file:
             rows = list(csv.DictReader(file))
@@ -40,4 +41,4 @@ def test_validate_and_test_write_report_files(fit_args, tmp_path):
 
 def test_fit_alone_writes_no_report_files(fit_args, tmp_path):
     run(["fit", *fit_args, "--trainer.max_epochs", "1"])
-    assert not (tmp_path / "reports").exists()
+    assert not (run_folder(tmp_path) / "reports").exists()

@@ -15,20 +15,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_training_args
-from tests.subprocess_runs import cli_subprocess, csv_logged_run_args, logged_metrics
+from tests.conftest import run_folder, tiny_training_args
+from tests.subprocess_runs import cli_subprocess, fit_logged_run_args, logged_metrics
 
 pytestmark = pytest.mark.slow
 
 
 def fit(args: list[str], root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return cli_subprocess("fit", *args, *extra, *csv_logged_run_args(root))
+    return cli_subprocess("fit", *args, *extra, *fit_logged_run_args(root))
 
 
 def final_state(root: Path) -> tuple[dict, int, float]:
     """Weights and global step of last.ckpt, and the last val/acc the run logged."""
-    checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
-    return checkpoint["state_dict"], checkpoint["global_step"], logged_metrics(root)[-1]["val/acc"]
+    checkpoint = torch.load(run_folder(root) / "checkpoints" / "last.ckpt", weights_only=True)
+    return (
+        checkpoint["state_dict"],
+        checkpoint["global_step"],
+        logged_metrics(run_folder(root) / "metrics.csv")[-1]["val/acc"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +81,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(case, resume_args, uninterru
     stopper, settings, expected_status, saved_step = CASES[case]
     stopped = fit(resume_args, tmp_path, *settings, *stopper)
     assert stopped.returncode == expected_status, stopped.stderr[-3000:]
-    left = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    left = torch.load(run_folder(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     assert left["global_step"] == saved_step
 
     resumed = fit(resume_args, tmp_path, *settings, "--ckpt_path", "last")
@@ -95,7 +99,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(case, resume_args, uninterru
 def test_resume_without_any_checkpoint_starts_from_scratch(resume_args, uninterrupted, tmp_path):
     stopped = fit(resume_args, tmp_path, *stop_at(2, "--trainer.callbacks.signal_name=SIGKILL"))
     assert stopped.returncode == -9
-    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert not (run_folder(tmp_path) / "checkpoints" / "last.ckpt").exists()
     resumed = fit(resume_args, tmp_path, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     weights, _, _ = final_state(tmp_path)

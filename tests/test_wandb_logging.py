@@ -9,6 +9,7 @@ import pytest
 
 from emotion_lightning import EmotionPredictor
 from emotion_lightning.cli import run
+from tests.conftest import run_folder
 from tests.wandb_reader import summarize_run
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -69,8 +70,8 @@ def test_unreachable_server_falls_back_to_offline_and_keeps_checkpoints(fit_args
     args = wandb_args(fit_args, tmp_path, "--trainer.logger.init_args.init_timeout", "10")
     cli = run(["fit", *args, "--trainer.max_epochs", "1"])
     cli.trainer.logger.experiment.finish()
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (run_folder(tmp_path) / "checkpoints" / "best.ckpt").is_file()
+    assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 

@@ -8,8 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from emotion_lightning.callbacks.resume import model_checkpoint
 from emotion_lightning.errors import EmotionLightningError
-from emotion_lightning.resume import model_checkpoint
 
 
 class NonFiniteLossError(EmotionLightningError, FloatingPointError):

@@ -1,44 +1,21 @@
-"""Runs that survive being stopped: atomic checkpoint files, a checkpoint on SIGTERM, exact resumption.
+"""Runs that survive being stopped: a checkpoint on SIGTERM and every N steps, exact resumption.
 
 Resume a stopped run with ``emotion-lightning fit ... --ckpt_path last``.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from emotion_lightning.console import say
 from emotion_lightning.errors import check_at_least
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to ``<name>.partial`` beside it, then renames it into place.
-
-    The rename is atomic: a process killed while writing leaves the previous checkpoint whole
-    (and a stale ``.partial`` file, replaced by the next save), never a truncated one.
-    """
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if "://" in str(path):  # remote storage: fsspec's own writing
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.partial")
-        with partial.open("wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
 
 
 def _random_state() -> dict:
@@ -167,5 +144,5 @@ class ResumeCheckpoint(Checkpoint):
         # Lightning raises SIGTERMException once the batch in progress is finished: a consistent state.
         if self.save_on_sigterm and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             path = self._save_last(trainer)
-            rank_zero_info(f"Received SIGTERM: saved {path}. Resume with `fit ... --ckpt_path last`.")
+            say(f"Received SIGTERM: saved {path}. Resume with `fit ... --ckpt_path last`.")
             exception.code = 143  # 128 + SIGTERM, what a shell reports for a process it terminated

@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from emotion_lightning.console import say
+
 
 def classification_report_rows(labels, true_ids: list[int], predicted_ids: list[int]) -> dict:
     """scikit-learn's classification report (precision, recall, F1, support per class and averaged)."""
@@ -139,18 +141,18 @@ class EvaluationReports(Callback):
             ),
             reverse=True,
         )[: self.mistakes]
-        if write_files:
-            # trainer.log_dir is a collective call under DDP: every process asks, one writes.
+        if write_files and trainer.is_global_zero:
             folder = self.report_dir(trainer)
-            if trainer.is_global_zero:
-                self._write_files(folder, stage, labels, report, matrix, mistakes)
+            self._write_files(folder, stage, labels, report, matrix, mistakes)
+            say(f"Wrote the {stage} reports to {folder}")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self._log_to_wandb(logger, trainer, stage, labels, report, true_ids, predicted_ids, mistakes)
         return report["accuracy"]
 
     def report_dir(self, trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir) / "reports"
+        """``reports/`` in the run folder (the CLI's ``default_root_dir``: the checkpoint's run)."""
+        return Path(trainer.default_root_dir) / "reports"
 
     def _write_files(self, folder: Path, stage, labels, report, matrix, mistakes) -> None:
         folder.mkdir(parents=True, exist_ok=True)

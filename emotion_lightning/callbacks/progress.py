@@ -1,0 +1,95 @@
+"""What a run shows while it trains and when it ends: progress lines for logs, and what the fit made."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ProgressBar
+
+from emotion_lightning.callbacks.resume import ResumeCheckpoint, model_checkpoint
+from emotion_lightning.console import COMMAND_STARTED, say
+
+
+def duration(seconds: float) -> str:
+    """``1h02m03s``, ``16m20s`` or ``42s``."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{seconds:02d}s"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class LineProgress(ProgressBar):
+    """Training progress as one line every ``every_n_steps`` steps, for output that is not a terminal (a batch
+    job's log), where a progress bar would show only its first and last state.
+
+    Args:
+        every_n_steps: steps between lines; default the trainer's ``log_every_n_steps``.
+    """
+
+    def __init__(self, every_n_steps: int | None = None):
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._last = (0.0, 0)  # time and global step of the last line
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = (time.monotonic(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.every_n_steps or trainer.log_every_n_steps
+        if not self._enabled or trainer.global_step % every:
+            return
+        now, step = time.monotonic(), trainer.global_step
+        rate = (step - self._last[1]) / max(now - self._last[0], 1e-9)
+        self._last = (now, step)
+        total = trainer.estimated_stepping_batches
+        left = duration((total - step) / rate) if rate > 0 and math.isfinite(total) else "?"
+        loss = self.get_metrics(trainer, pl_module).get("train/loss")
+        loss_text = f"  loss {float(loss):.4f}" if loss is not None else ""
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        steps = f"/{int(total)}" if math.isfinite(total) else ""
+        say(
+            f"epoch {trainer.current_epoch + 1}{epochs}  step {step}{steps}  {rate:.2f} steps/s  "
+            f"{left} left (training){loss_text}"
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items()))
+        say(f"epoch {trainer.current_epoch + 1} validation: {shown}")
+
+
+class RunSummary(Callback):
+    """At the end of ``fit``: the best checkpoint and its score, the last checkpoint, and the wall time.
+
+    Args:
+        started: ``time.monotonic()`` when the run started; default when the command started.
+    """
+
+    def __init__(self, started: float = COMMAND_STARTED):
+        self._started = started
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        lines = [f"Fit finished in {duration(time.monotonic() - self._started)}; run folder {trainer.default_root_dir}"]
+        best = model_checkpoint(trainer)
+        if best is not None and best.best_model_path:
+            lines.append(
+                f"  best checkpoint: {best.best_model_path} ({best.monitor} {float(best.best_model_score):.4f})"
+            )
+        last = ResumeCheckpoint.last_checkpoint_path(trainer)
+        if Path(last).is_file():
+            lines.append(f"  last checkpoint: {last} (resume with --ckpt_path last)")
+        say("\n".join(lines))

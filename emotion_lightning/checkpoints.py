@@ -1,0 +1,89 @@
+"""Checkpoint files: written atomically, read once per command, and checked with a clear error when they can't be.
+
+A checkpoint that is missing, a folder, truncated or not ours is named with what is wrong and what to do,
+before any model is built.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from emotion_lightning.errors import EmotionLightningError
+
+
+class CheckpointError(EmotionLightningError, OSError):
+    """A checkpoint path that does not lead to a checkpoint of this package."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by ``fit``, memory-mapped (only what is used is read from disk).
+
+    Loads tensors and plain values only (``weights_only``): a checkpoint never runs code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            raise CheckpointError(
+                f"{path} is a model folder (as `export` writes), not a checkpoint: give a .ckpt file that fit wrote "
+                f"(<run>/checkpoints/best.ckpt), or load the folder with EmotionPredictor.from_pretrained('{path}') "
+                f"or transformers.pipeline('text-classification', model='{path}')"
+            )
+        raise CheckpointError(f"checkpoint {path} is a folder; give a .ckpt file that fit wrote")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: it is truncated (a copy or download that did not finish?) "
+            "or not a checkpoint at all"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        # torch's own message suggests weights_only=False, which would run whatever the file holds: not passed on.
+        raise CheckpointError(
+            f"{path} is not an emotion-lightning checkpoint: it could not be read as tensors and plain values "
+            f"({type(error).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise CheckpointError(f"{path} is a PyTorch file but not an emotion-lightning checkpoint (no model settings)")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to ``<name>.partial`` beside it, then renames it into place.
+
+    The rename is atomic: a process killed while writing leaves the previous checkpoint whole
+    (and a stale ``.partial`` file, replaced by the next save), never a truncated one.
+
+    Args:
+        already_read: checkpoints the command has read already, by path: returned instead of read again.
+    """
+
+    def __init__(self, already_read: dict[str, dict] | None = None):
+        super().__init__()
+        self._already_read = {
+            str(Path(path).resolve()): checkpoint for path, checkpoint in (already_read or {}).items()
+        }
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: fsspec's own writing
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.partial")
+        with partial.open("wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        if "://" not in str(path) and (checkpoint := self._already_read.pop(str(Path(path).resolve()), None)):
+            return checkpoint
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)

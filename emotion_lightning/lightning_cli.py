@@ -1,0 +1,188 @@
+"""`emotion-lightning fit|validate|test|predict`: LightningCLI with run folders, checked input, one checkpoint read."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from emotion_lightning import runs
+from emotion_lightning.callbacks import (
+    EvaluationReports,
+    LineProgress,
+    NonFiniteLossGuard,
+    PredictionWriter,
+    ResumeCheckpoint,
+    RunSummary,
+    check_output_file,
+)
+from emotion_lightning.checkpoints import AtomicCheckpointIO, read_checkpoint
+from emotion_lightning.console import say, show_messages
+from emotion_lightning.data import EmotionDataModule
+from emotion_lightning.errors import SettingError
+from emotion_lightning.model import EmotionClassifier
+from emotion_lightning.precision import runnable_precision
+from emotion_lightning.sources import check_predict_file, check_yaml_files
+
+# Values of trainer.logger that mean "Lightning's default logger".
+DEFAULT_LOGGER = (None, True)
+
+
+def _as_list(value) -> list:
+    """A trainer setting that takes one object or a list of them, as a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+class EmotionCLI(LightningCLI):
+    """LightningCLI with the model and data linked, run folders, best-checkpoint keeping and prediction output."""
+
+    def __init__(self, *args, **kwargs):
+        # The --ckpt_path checkpoint, read once: its settings, tokenizer and weights all come from here.
+        self.checkpoint: dict | None = None
+        self.precision_note: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The model is the source of truth: `--ckpt_path` restores the model's arguments from the
+        # checkpoint, and the data must then tokenize and label with the same backbone and labels.
+        parser.link_arguments("model.backbone", "data.backbone")
+        parser.link_arguments("model.labels", "data.labels")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_top_k": 1,
+                # last.ckpt is kept by ResumeCheckpoint ("resume"), at every validation end.
+                "checkpoint.save_last": False,
+                "checkpoint.filename": "best",
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.enable_version_counter": False,
+                # best.ckpt is for evaluating, predicting and exporting: weights, settings and tokenizer, a third
+                # of the size with the optimizer's state (resuming uses last.ckpt, which has everything).
+                "checkpoint.save_weights_only": True,
+            }
+        )
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume")
+        parser.add_lightning_class_args(NonFiniteLossGuard, "loss_guard")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(EvaluationReports, "reports")
+
+    # -- before anything is built: the checkpoint, the run folder, the inputs ----------------------
+
+    def _parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path`` once (checked, memory-mapped) and take the model's settings from it."""
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        root = Path(config.trainer.default_root_dir or ".")
+        if subcommand == "fit" and config.ckpt_path == "last":
+            last = runs.last_checkpoint_to_resume(root)
+            if last is None:
+                rank_zero_warn(
+                    f"--ckpt_path last: no run in {root} has a {runs.LAST_CHECKPOINT} yet; starting a new run"
+                )
+            config.ckpt_path = str(last) if last else None
+        if config.get("ckpt_path") in (None, "best", "last", "hpc"):
+            return
+        self.checkpoint = read_checkpoint(config.ckpt_path)
+        hyperparameters = dict(self.checkpoint["hyper_parameters"])
+        hyperparameters.pop("_instantiator", None)
+        self.config = self.parser.parse_object({subcommand: {"model": hyperparameters}}, self.config)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
+        self.precision_note = message
+        if message:
+            say(message)
+            config.trainer.precision = precision
+        for name in ("max_epochs", "max_steps"):
+            value = config.trainer.get(name)
+            if value is not None and value < -1:
+                raise SettingError(f"trainer.{name} must be -1 (no limit) or at least 0, got {value}")
+        folder = self._run_folder(config)
+        config.trainer.default_root_dir = str(folder)
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(folder / runs.CHECKPOINT_FOLDER)
+        if self.subcommand == "predict":
+            check_predict_file(config.data.predict_file)
+            check_output_file(PredictionWriter(config.prediction_writer.output_file).output_path(folder))
+
+    def _run_folder(self, config) -> Path:
+        """Where this command writes: a new run folder for fit (or the resumed run's), else beside the checkpoint."""
+        root = Path(config.trainer.default_root_dir or ".")
+        checkpoint_run = runs.run_folder_of(config.ckpt_path) if config.get("ckpt_path") else None
+        if self.subcommand != "fit":
+            return checkpoint_run or root
+        if checkpoint_run is not None and Path(config.ckpt_path).name == runs.LAST_CHECKPOINT:
+            return checkpoint_run  # resuming: the run continues in its own folder
+        try:
+            return runs.shared_new_run_folder(root)
+        except OSError as error:
+            raise SettingError(f"cannot create a run folder in trainer.default_root_dir {root}: {error}") from None
+
+    # -- building ------------------------------------------------------------------------------
+
+    def instantiate_trainer(self, **kwargs):
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in DEFAULT_LOGGER:
+            # fit logs metrics.csv into its run folder; evaluating a checkpoint starts no new log.
+            run_folder = trainer_config["default_root_dir"]
+            kwargs["logger"] = runs.RunMetricsLogger(run_folder) if self.subcommand == "fit" else False
+        # Progress: a rich bar in a terminal, lines in a log file; unless turned off or brought by the config.
+        configured = _as_list(trainer_config.get("callbacks"))
+        extra = [] if self.subcommand != "fit" else [RunSummary()]
+        wants_progress = trainer_config.get("enable_progress_bar") is not False
+        if wants_progress and not any(isinstance(callback, ProgressBar) for callback in configured):
+            extra.append(RichProgressBar() if sys.stdout.isatty() else LineProgress())
+        kwargs.setdefault("callbacks", [*configured, *extra])
+        # Checkpoint files written atomically, unless the config brings its own checkpoint IO; the
+        # checkpoint already read is not read again.
+        plugins = _as_list(trainer_config.get("plugins"))
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            already_read = {self.config[self.subcommand].ckpt_path: self.checkpoint} if self.checkpoint else {}
+            kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO(already_read)])
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:
+            raise SettingError(f"trainer settings: {error}") from None
+        for callback in trainer.callbacks:
+            if isinstance(callback, runs.SaveConfigToRunFolder) and self.precision_note:
+                callback.notes.append(f"trainer.precision: {self.precision_note}")
+        return trainer
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self.checkpoint is not None:
+            # The tokenizer the checkpoint was trained with, before the data is tokenized with it.
+            self.model.on_load_checkpoint(self.checkpoint)
+
+
+def run(args: list[str] | None = None) -> EmotionCLI:
+    """Run the CLI with ``args`` (default: the command line) and return it, for inspection."""
+    args = sys.argv[1:] if args is None else list(args)
+    check_yaml_files(args)
+    show_messages()
+    # Given as a list (to drop --verbose, and from tests): LightningCLI's warning about that is for other cases.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    return EmotionCLI(
+        EmotionClassifier,
+        EmotionDataModule,
+        seed_everything_default=42,
+        save_config_callback=runs.SaveConfigToRunFolder,
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+        # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
+        trainer_defaults={"enable_model_summary": False},
+        parser_kwargs={"prog": "emotion-lightning"},
+        args=args,
+    )

@@ -1,0 +1,176 @@
+"""Run folders: every ``fit`` writes into a folder of its own, so that no run replaces or mixes with another.
+
+    runs/offline/                  trainer.default_root_dir
+        version_0/                 one fit (and its resumptions)
+            checkpoints/best.ckpt  weights of the best validation accuracy
+            checkpoints/last.ckpt  everything needed to resume
+            config.yaml            the resolved configuration
+            metrics.csv            the logged metrics
+            reports/               validate / test reports of this run's checkpoints
+            predictions.csv        predict output of this run's checkpoints
+        version_1/                 the next fit
+
+A new folder is claimed with ``mkdir``, which only one process can win, so runs started at the same
+time into the same root get different folders. ``fit --ckpt_path last`` continues the newest run
+that has a ``last.ckpt``, in its own folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+RUN_PREFIX = "version_"
+CHECKPOINT_FOLDER = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+# Set by the process that claims the folder; the DDP processes that Lightning starts inherit it.
+RUN_FOLDER_VARIABLE = "EMOTION_LIGHTNING_RUN_DIR"
+# How long the other processes of a torchrun / SLURM job wait for the first one's run folder, and how
+# much earlier than them the first one may have claimed it (an older claim is a former job's).
+SHARED_FOLDER_WAIT_SECONDS = 120
+FIRST_PROCESS_LEAD_SECONDS = 30
+
+
+def _run_number(path: Path) -> int | None:
+    match = re.fullmatch(rf"{RUN_PREFIX}(\d+)", path.name)
+    return int(match.group(1)) if match and path.is_dir() else None
+
+
+def run_folders(root: str | Path) -> list[Path]:
+    """The run folders under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    numbered = [(number, path) for path in root.iterdir() if (number := _run_number(path)) is not None]
+    return [path for _, path in sorted(numbered)]
+
+
+def claim_new_run_folder(root: str | Path) -> Path:
+    """Create and return the next ``version_N`` folder under ``root``; safe against concurrent claims."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    existing = run_folders(root)
+    number = _run_number(existing[-1]) + 1 if existing else 0
+    while True:
+        candidate = root / f"{RUN_PREFIX}{number}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+
+
+def last_checkpoint_to_resume(root: str | Path) -> Path | None:
+    """``last.ckpt`` of the newest run under ``root`` that has one."""
+    for folder in reversed(run_folders(root)):
+        last = folder / CHECKPOINT_FOLDER / LAST_CHECKPOINT
+        if last.is_file():
+            return last
+    return None
+
+
+def run_folder_of(checkpoint: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/<name>.ckpt``), else None."""
+    parent = Path(checkpoint).resolve().parent
+    return parent.parent if parent.name == CHECKPOINT_FOLDER else None
+
+
+def _launch_key() -> str | None:
+    """An id shared by all processes of a job started by torchrun or SLURM; None for one process.
+
+    Processes that Lightning starts itself inherit the run folder through the environment instead.
+    """
+    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1"))) <= 1:
+        return None
+    parts = [os.environ.get(name, "") for name in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID")]
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+def _global_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def shared_new_run_folder(root: str | Path) -> Path:
+    """A new run folder for this job: claimed by its first process and the same for all its processes."""
+    inherited = os.environ.get(RUN_FOLDER_VARIABLE)
+    if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        return Path(inherited)  # a DDP process that Lightning started: its parent claimed the folder
+    key = _launch_key()
+    pointer = Path(root) / f".run-of-job-{key}" if key else None
+    if pointer is not None and _global_rank() > 0:
+        folder = Path(root) / _wait_for_pointer(pointer)
+    else:
+        folder = claim_new_run_folder(root)
+        if pointer is not None:
+            partial = pointer.with_name(f"{pointer.name}.partial")
+            partial.write_text(folder.name)
+            os.replace(partial, pointer)
+    os.environ[RUN_FOLDER_VARIABLE] = str(folder)
+    return folder
+
+
+def _wait_for_pointer(pointer: Path) -> str:
+    """The folder name that the job's first process wrote; an older pointer is a former job's."""
+    started = time.time() - FIRST_PROCESS_LEAD_SECONDS
+    deadline = time.monotonic() + SHARED_FOLDER_WAIT_SECONDS
+    while not (pointer.is_file() and pointer.stat().st_mtime >= started):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the first process of this job created no run folder in {pointer.parent}")
+        time.sleep(0.2)
+    return pointer.read_text().strip()
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` (a resumed run's) is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class RunMetricsLogger(CSVLogger):
+    """``metrics.csv`` (and ``hparams.yaml``) directly in a run folder; a resumed run adds to its own file."""
+
+    def __init__(self, run_folder: str | Path):
+        super().__init__(str(run_folder), name="", version="")
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class SaveConfigToRunFolder(SaveConfigCallback):
+    """Writes the resolved config of a ``fit`` to ``config.yaml`` in its run folder, and to W&B as the run's config.
+
+    ``notes`` become comments at the top of the file (why a setting differs from the one asked for).
+    Evaluating a checkpoint (validate, test, predict) leaves the run's ``config.yaml`` as fit wrote it.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notes: list[str] = []
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            path = Path(trainer.default_root_dir) / self.config_filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, path, skip_none=False, overwrite=True)
+            if self.notes:
+                path.write_text("".join(f"# {note}\n" for note in self.notes) + path.read_text())
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_hyperparams(self.config.as_dict())

@@ -1,0 +1,138 @@
+"""Turn texts into token ids: truncated like the tokenizer does, in worker processes that end with their parent.
+
+Large splits are tokenized by several processes, each on a contiguous shard. The workers die with the
+process that started them, even when it is killed outright (SIGKILL): nothing keeps computing for a run
+that is gone. Build folders that a killed run leaves in the cache are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+# Batch of texts handed to the tokenizer at once.
+BATCH_SIZE = 2000
+# A build folder of another machine (a shared cache) is only removed once it is this old.
+FOREIGN_BUILD_SECONDS = 24 * 3600
+
+
+def truncate(ids: list[int], max_length: int) -> list[int]:
+    """Cut token ids to ``max_length``, keeping the closing special token ([SEP]) as the tokenizer does."""
+    if len(ids) <= max_length:
+        return ids
+    return ids[: max_length - 1] + ids[-1:]
+
+
+class Encoder:
+    """Texts -> truncated token ids, their lengths, and whether each was truncated (a ``datasets.map`` function)."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        full = self.tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
+        input_ids = [truncate(ids, self.max_length) for ids in full]
+        return {
+            "input_ids": input_ids,
+            "length": [len(ids) for ids in input_ids],
+            "truncated": [len(ids) > self.max_length for ids in full],
+        }
+
+
+def tokenize(rows, encoder: Encoder, processes: int = 1):
+    """``rows`` (a ``datasets.Dataset`` with a ``text`` column) with ``input_ids``, ``length`` and ``truncated``.
+
+    Several processes only for rows kept in files (the workers read them from there).
+    """
+    if processes <= 1 or len(rows) < processes or not rows.cache_files:
+        return rows.map(encoder, batched=True, batch_size=BATCH_SIZE, desc="Tokenizing")
+    return _tokenize_in_processes(rows, encoder, processes)
+
+
+# -- several processes ---------------------------------------------------------------------------
+
+# What the forked workers tokenize: set before the pool starts, inherited, never pickled.
+_job: tuple | None = None
+
+
+def _end_with_parent() -> None:
+    """Worker start-up: die when the parent dies, and take SIGTERM / SIGINT as a plain process does."""
+    # A forked worker inherits the parent's Python handlers (Lightning's SIGTERM handler only sets a
+    # flag), which would keep it computing after a scheduler stopped the job.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the tokenizer's own threads, after a fork: off
+    try:
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the workers end when the pool is closed
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _tokenize_shard(index: int) -> str:
+    rows, encoder, processes, folder = _job
+    shard = rows.shard(processes, index, contiguous=True)
+    path = Path(folder) / f"shard-{index}"
+    shard.map(encoder, batched=True, batch_size=BATCH_SIZE).save_to_disk(str(path))
+    return str(path)
+
+
+def _tokenize_in_processes(rows, encoder: Encoder, processes: int):
+    import datasets
+
+    global _job
+    # Beside the rows' own file (a build's staging folder): removed with it.
+    folder = tempfile.mkdtemp(prefix="shards-", dir=Path(rows.cache_files[0]["filename"]).parent)
+    _job = (rows, encoder, processes, folder)
+    try:
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_end_with_parent) as pool:
+            paths = pool.map(_tokenize_shard, range(processes))
+    finally:
+        _job = None
+    return datasets.concatenate_datasets([datasets.load_from_disk(path) for path in paths])
+
+
+# -- build folders -------------------------------------------------------------------------------
+
+
+def build_folder(cache_dir: Path, target_name: str) -> Path:
+    """A new folder to build ``target_name`` in; its name says which machine and process builds it."""
+    prefix = f".building-{target_name}-{socket.gethostname()}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir))
+
+
+def remove_abandoned_builds(cache_dir: Path) -> None:
+    """Remove build folders whose process is gone: on this machine, a process that no longer runs;
+    from another machine (a shared cache), only folders older than a day. A live build is never touched."""
+    host = socket.gethostname()
+    for folder in cache_dir.glob(".building-*"):
+        match = re.fullmatch(r"\.building-[0-9a-f]+-(?P<host>.+)-(?P<pid>\d+)-[^-]+", folder.name)
+        if match is None:
+            continue  # an older version's folder: its process cannot be known
+        if match["host"] == host:
+            abandoned = not _process_alive(int(match["pid"]))
+        else:
+            abandoned = time.time() - folder.stat().st_mtime > FOREIGN_BUILD_SECONDS
+        if abandoned:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
