@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from transformers import DataCollatorWithPadding
 
 from emotion_lightning import sources, tokenization
 from emotion_lightning.backbone import load_tokenizer
@@ -68,25 +69,15 @@ class TokenizedSplit(Dataset):
         return self.table[indices]
 
 
-class PadToLongest:
-    """Collate a columnar batch, padding ``input_ids`` to the batch's own longest text."""
+class PadBatch:
+    """Collate a columnar batch: ``input_ids`` padded to the batch's own longest text (the tokenizer's padding)."""
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def __init__(self, tokenizer):
+        self.pad = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
 
     def __call__(self, columns: dict[str, list]) -> dict:
-        sequences = columns["input_ids"]
-        longest = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "index": torch.as_tensor(columns["index"]),
-        }
+        batch = dict(self.pad([{"input_ids": ids} for ids in columns["input_ids"]]))
+        batch["index"] = torch.as_tensor(columns["index"])
         if "label" in columns:
             batch["labels"] = torch.as_tensor(columns["label"])
         if "text" in columns:
@@ -354,7 +345,7 @@ class EmotionDataModule(L.LightningDataModule):
         return loader_class(
             dataset,
             batch_sampler=batches,
-            collate_fn=PadToLongest(self.tokenizer.pad_token_id),
+            collate_fn=PadBatch(self.tokenizer),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(seed),

@@ -105,12 +105,13 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def _shared_step(self, batch: dict, metrics: MetricCollection) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch; logs the stage's loss and metrics (stage: train, val or test)."""
         logits = self(batch["input_ids"], batch["attention_mask"])
         # The loss in fp32 even under mixed precision: log-softmax is where low precision hurts.
         loss = F.cross_entropy(logits.float(), batch["labels"])
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), batch["labels"])
-        stage = metrics.prefix.rstrip("/")
         if stage == "train":
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(logits))
         # Epoch means as torchmetrics, which sum losses and counts over all processes under DDP.
@@ -119,13 +120,13 @@ class EmotionClassifier(L.LightningModule):
         mean_loss = self.mean_losses[f"{stage}_loss"]
         mean_loss.update(loss.detach(), weight=len(logits))
         # The epoch's mean training loss is train/loss_epoch, for per-epoch tables next to val/loss.
-        name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
-        self.log(name, mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("train/loss_epoch" if stage == "train" else f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        for name, metric in metrics.items():  # in the progress bar only val/acc, beside the loss: more would wrap
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == "val/acc", batch_size=len(logits))
         return loss, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._shared_step(batch, self.train_metrics)
+        loss, _ = self._shared_step(batch, "train")
         # Logged by the model itself, so that it works with any logger setting (Lightning's
         # LearningRateMonitor stops a run that has no logger).
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -133,11 +134,11 @@ class EmotionClassifier(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
         # Probabilities go to callbacks (reports: confusion matrix, per-class scores, mistakes).
-        _, logits = self._shared_step(batch, self.val_metrics)
+        _, logits = self._shared_step(batch, "val")
         return {"probabilities": logits.detach().float().softmax(dim=-1)}
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
-        _, logits = self._shared_step(batch, self.test_metrics)
+        _, logits = self._shared_step(batch, "test")
         return {"probabilities": logits.detach().float().softmax(dim=-1)}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:

@@ -145,12 +145,11 @@ class EmotionPredictor:
         """Label, score and per-class probabilities for each text, in input order."""
         texts = check_texts(texts)
         probabilities, truncated = self._predict(texts)
-        results = []
-        for text, row, cut in zip(texts, probabilities.tolist(), truncated, strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            scores = dict(zip(self.labels, row, strict=True))
-            results.append(Prediction(text, self.labels[best], row[best], scores, cut))
-        return results
+        best = probabilities.argmax(dim=1).tolist()
+        return [
+            Prediction(text, self.labels[label], row[label], dict(zip(self.labels, row, strict=True)), cut)
+            for text, row, label, cut in zip(texts, probabilities.tolist(), best, truncated, strict=True)
+        ]
 
 
 def _device(device: str | torch.device | None) -> torch.device:

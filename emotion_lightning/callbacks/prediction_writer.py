@@ -197,8 +197,7 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow(["text", "label", "score", *(f"prob_{label}" for label in labels)])
             for index in sorted(rows):
                 text, label, *probabilities = rows[index]
-                probabilities = [f"{p:.6f}" for p in probabilities]
-                writer.writerow([text, label, max(probabilities, key=float), *probabilities])
+                writer.writerow([text, label, *(f"{p:.6f}" for p in (max(probabilities), *probabilities))])
         os.replace(partial, output)
         # Only once the output is in place: this run's parts, and those of stopped runs of the same job.
         finished = this_run + [
