@@ -1,21 +1,26 @@
-"""Same job, same machine, one invocation: the Hugging Face Trainer vs emotion_lightning.
+"""Same job, same machine, one invocation: the Hugging Face Trainer vs emotion_lightning, at the same precision.
 
     python benchmarks/compare.py                    # full: 3 epochs on all 16,000 / 2,000 texts
     python benchmarks/compare.py --train-limit 2000 --val-limit 500 --epochs 1    # short
 
-Each arm runs in its own child process (so peak memory is its own), one after the other:
+The precision is the one the package picks on this machine: fp16 on CUDA, bf16 on a CPU that computes
+it natively (AVX512-BF16 or AMX), else fp32; the HF Trainer runs at that precision too.
+Arms, each in its own process, one after the other:
   hf         the reference recipe through transformers.Trainer (dynamic padding, best model by accuracy)
-  lightning  the same recipe through emotion_lightning with its default settings
-  predict    transformers.pipeline("text-classification") vs the package's predict path, on the
-             validation texts, both with the model that the lightning arm trained
-Prints two tables and writes every number as JSON (--output).
+  lightning  `emotion-lightning fit -c configs/reference.yaml -c configs/offline.yaml`, as a user runs it
+  predict    the validation texts, warm, in one process: transformers.pipeline at its best settings on
+             this machine (each dtype and batch size tried) vs EmotionPredictor and the package's predict
+             path (Trainer.predict with the prediction writer), with the model the lightning arm trained
+"Whole run" is the wall time of the arm's whole process, start-up included. Writes every number as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -46,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training texts")
     parser.add_argument("--val-limit", type=int, default=None, help="use the first N validation texts")
     parser.add_argument("--arms", default="hf,lightning,predict", help="which arms to run, in order")
+    parser.add_argument(
+        "--lightning-args", default="", help="extra emotion-lightning fit arguments for the lightning arm"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
@@ -55,10 +63,10 @@ def parse_args(argv=None):
 # -- shared helpers ---------------------------------------------------------------------------------
 
 
-def on_cuda() -> bool:
-    import torch
+def package_precision() -> str:
+    from emotion_lightning.precision import runnable_precision
 
-    return torch.cuda.is_available()
+    return str(runnable_precision("16-mixed", "auto")[0])
 
 
 def peak_memory_mib() -> float:
@@ -77,16 +85,11 @@ def read_texts(path: Path) -> tuple[list[str], list[int]]:
     return columns["text"], columns["label"]
 
 
-def count_tokens(tokenizer, texts: list[str]) -> int:
-    return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"])
-
-
 # -- arm: Hugging Face Trainer ------------------------------------------------------------------------
 
 
 def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
     import numpy as np
-    import torch
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -97,7 +100,7 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
         TrainingArguments,
     )
 
-    start = time.perf_counter()
+    precision = package_precision()
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     model = AutoModelForSequenceClassification.from_pretrained(
         backbone,
@@ -136,7 +139,8 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
         save_total_limit=1,
-        fp16=on_cuda(),
+        fp16=precision == "16-mixed",
+        bf16=precision == "bf16-mixed",
         report_to="none",
         seed=42,
         disable_tqdm=True,
@@ -154,89 +158,62 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
     train_start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - train_start - EvalTime.seconds
-    final = trainer.evaluate()
-    wall = time.perf_counter() - start
     epoch_accuracy = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e][:epochs]
-    tokens = count_tokens(tokenizer, list(train["text"])) * epochs
-    del torch
     return {
         "arm": "HF Trainer",
-        "wall_seconds": wall,
-        "train_seconds": train_seconds,
-        "evaluation_seconds_during_training": EvalTime.seconds,
+        "precision": {"16-mixed": "fp16", "bf16-mixed": "bf16"}.get(precision, "fp32"),
         "train_samples_per_second": len(train) * epochs / train_seconds,
-        "train_tokens_per_second": tokens / train_seconds,
-        "val_accuracy": final["eval_accuracy"],
+        "val_accuracy": max(epoch_accuracy),
         "val_accuracy_per_epoch": epoch_accuracy,
         "peak_memory_mib": peak_memory_mib(),
     }
 
 
-# -- arm: emotion_lightning ---------------------------------------------------------------------------
+# -- arm: emotion_lightning, as a user runs it ------------------------------------------------------------
 
 
-def run_lightning(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
-    import lightning as L
-    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+def lightning_command(data_dir: Path, backbone: str, epochs: int, work_dir: Path, extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "emotion_lightning",
+        "fit",
+        "-c",
+        str(REPO / "configs" / "reference.yaml"),
+        "-c",
+        str(REPO / "configs" / "offline.yaml"),
+        "--model.backbone",
+        backbone,
+        "--data.data_dir",
+        str(data_dir),
+        "--data.cache_dir",
+        str(work_dir / "cache"),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(work_dir / "lightning"),
+        "--trainer.callbacks+=timing.TrainTiming",
+        f"--trainer.callbacks.output_file={work_dir / 'timing.json'}",
+        *extra.split(),
+    ]
 
-    from emotion_lightning import EmotionClassifier, EmotionDataModule
-    from emotion_lightning.precision import runnable_precision
 
-    class TrainTime(Callback):
-        """Seconds spent in training batches, validation left out."""
+def lightning_results(work_dir: Path, epochs: int, train_texts: int) -> dict:
+    from emotion_lightning.runs import run_folders
 
-        seconds = 0.0
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._started = time.perf_counter()
-
-        def on_validation_epoch_start(self, trainer, pl_module):
-            if trainer.state.fn == "fit" and hasattr(self, "_started"):
-                TrainTime.seconds += time.perf_counter() - self._started
-
-    class EpochAccuracy(Callback):
-        values: list[float] = []
-
-        def on_validation_epoch_end(self, trainer, pl_module):
-            if trainer.state.fn == "fit" and not trainer.sanity_checking:
-                EpochAccuracy.values.append(float(trainer.callback_metrics["val/acc"]))
-
-    start = time.perf_counter()
-    L.seed_everything(42)
-    model = EmotionClassifier(backbone=backbone)
-    data = EmotionDataModule(backbone=backbone, data_dir=str(data_dir), cache_dir=str(work_dir / "cache"))
-    checkpoint = ModelCheckpoint(
-        dirpath=work_dir / "lightning", filename="best", monitor="val/acc", mode="max", save_top_k=1
-    )
-    precision, _ = runnable_precision("16-mixed", "auto")
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        precision=precision,
-        # configs/reference.yaml, like the HF Trainer's default max_grad_norm.
-        gradient_clip_val=1.0,
-        callbacks=[checkpoint, TrainTime(), EpochAccuracy()],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, data)
-    epoch_accuracy = list(EpochAccuracy.values)
-    (final,) = trainer.validate(model, data, ckpt_path="best", verbose=False)
-    wall = time.perf_counter() - start
-    train_texts, _ = read_texts(data_dir / "train.txt")
-    tokens = count_tokens(data.tokenizer, train_texts) * epochs
+    (folder,) = run_folders(work_dir / "lightning")
+    with (folder / "metrics.csv").open() as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/acc")]
+    accuracy = [float(row["val/acc"]) for row in rows]
+    timing = json.loads((work_dir / "timing.json").read_text())
     return {
         "arm": "emotion_lightning",
-        "precision": str(precision),
-        "wall_seconds": wall,
-        "train_seconds": TrainTime.seconds,
-        "train_samples_per_second": len(train_texts) * epochs / TrainTime.seconds,
-        "train_tokens_per_second": tokens / TrainTime.seconds,
-        "val_accuracy": final["val/acc"],
-        "val_accuracy_per_epoch": epoch_accuracy,
-        "peak_memory_mib": peak_memory_mib(),
-        "best_checkpoint": checkpoint.best_model_path,
+        "precision": {"16-mixed": "fp16", "bf16-mixed": "bf16"}.get(package_precision(), "fp32"),
+        "train_samples_per_second": train_texts * epochs / timing["train_seconds"],
+        "val_accuracy": max(accuracy),
+        "val_accuracy_per_epoch": accuracy,
+        "peak_memory_mib": timing["peak_memory_mib"],
+        "best_checkpoint": str(folder / "checkpoints" / "best.ckpt"),
     }
 
 
@@ -248,38 +225,78 @@ def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path) -> dict:
     import torch
     from transformers import pipeline
 
-    from emotion_lightning import EmotionClassifier, EmotionDataModule
+    from emotion_lightning import EmotionClassifier, EmotionDataModule, EmotionPredictor, PredictionWriter
+    from emotion_lightning.checkpoints import read_checkpoint
+    from emotion_lightning.precision import cpu_supports_bf16
 
     texts, _ = read_texts(data_dir / "validation.txt")
-    model = EmotionClassifier.load_from_checkpoint(checkpoint_path, map_location="cpu")
+    model = EmotionClassifier.from_checkpoint(read_checkpoint(checkpoint_path))
     # The same weights as a plain Hugging Face folder, for the pipeline.
     folder = work_dir / "hf-export"
     model.model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
 
-    device = 0 if torch.cuda.is_available() else -1
-    classifier = pipeline("text-classification", model=str(folder), device=device)
-    classifier(texts[:32], batch_size=32, truncation=True)  # warm-up, not timed
-    started = time.perf_counter()
-    pipeline_labels = [out["label"] for out in classifier(texts, batch_size=32, truncation=True)]
-    pipeline_seconds = time.perf_counter() - started
+    def texts_per_second(classify, warm_up=True) -> tuple[float, list[str]]:
+        if warm_up:
+            classify(texts[:64])
+        started = time.perf_counter()
+        labels = classify(texts)
+        return len(texts) / (time.perf_counter() - started), labels
 
-    data = EmotionDataModule(backbone=str(folder), predict_texts=texts)
-    data.tokenizer = model.tokenizer
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.predict(model, EmotionDataModule(backbone=str(folder), predict_texts=texts[:32]))  # warm-up
-    started = time.perf_counter()
-    batches = trainer.predict(model, data)
-    package_seconds = time.perf_counter() - started
-    by_index = {i: label for b in batches for i, label in zip(b["index"].tolist(), b["labels"], strict=True)}
-    package_labels = [by_index[i] for i in range(len(texts))]
-    agreement = sum(a == b for a, b in zip(pipeline_labels, package_labels, strict=True)) / len(texts)
+    device = 0 if torch.cuda.is_available() else -1
+    dtypes = [torch.float32] + (
+        [torch.float16] if torch.cuda.is_available() else [torch.bfloat16] if cpu_supports_bf16() else []
+    )
+    tried = []
+    for dtype in dtypes:
+        classifier = pipeline("text-classification", model=str(folder), device=device, dtype=dtype)
+        for batch_size in (8, 32, 64, 128):
+            rate, labels = texts_per_second(
+                lambda chunk, c=classifier, b=batch_size: [
+                    out["label"] for out in c(chunk, batch_size=b, truncation=True)
+                ]
+            )
+            tried.append({"dtype": str(dtype).removeprefix("torch."), "batch_size": batch_size, "rate": rate})
+            print(f"[predict] pipeline {tried[-1]}", flush=True)
+            if rate >= max(t["rate"] for t in tried):
+                pipeline_labels = labels
+    best = max(tried, key=lambda t: t["rate"])
+
+    predictor = EmotionPredictor(model.to("cuda" if torch.cuda.is_available() else "cpu"))
+    predictor_rate, predictor_labels = texts_per_second(lambda chunk: [r.label for r in predictor(chunk)])
+
+    # What `emotion-lightning predict` runs: Trainer.predict in the package's precision, CSV written.
+    output = work_dir / "predictions.csv"
+
+    def package_predict(chunk):
+        data = EmotionDataModule(backbone=str(folder), predict_texts=chunk)
+        trainer = L.Trainer(
+            precision=package_precision(),
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[PredictionWriter(str(output))],
+        )
+        trainer.predict(model, data, return_predictions=False)
+        with output.open(newline="") as file:
+            return [row["label"] for row in csv.DictReader(file)]
+
+    command_rate, command_labels = texts_per_second(package_predict)
     return {
         "texts": len(texts),
-        "pipeline_sentences_per_second": len(texts) / pipeline_seconds,
-        "package_sentences_per_second": len(texts) / package_seconds,
-        "label_agreement": agreement,
+        "pipeline_tried": tried,
+        "pipeline_best": best,
+        "pipeline_texts_per_second": best["rate"],
+        "predictor_texts_per_second": predictor_rate,
+        "predictor_precision": predictor.precision,
+        "predict_command_texts_per_second": command_rate,
+        "predictor_label_agreement": _agreement(pipeline_labels, predictor_labels),
+        "predict_command_label_agreement": _agreement(pipeline_labels, command_labels),
     }
+
+
+def _agreement(first: list[str], second: list[str]) -> float:
+    return sum(a == b for a, b in zip(first, second, strict=True)) / len(first)
 
 
 # -- driver -------------------------------------------------------------------------------------------
@@ -306,26 +323,14 @@ def make_random_distilbert(target: Path, tokenizer: str) -> Path:
     return target
 
 
-def run_arm_in_child(arm: str, args, data_dir: Path, backbone: str, work_dir: Path, extra=()) -> dict:
-    result_file = work_dir / f"{arm}.json"
-    command = [
-        sys.executable,
-        __file__,
-        "--arm",
-        arm,
-        "--data-dir",
-        str(data_dir),
-        "--backbone",
-        backbone,
-        "--epochs",
-        str(args.epochs),
-        "--work-dir",
-        str(work_dir),
-        *extra,
-    ]
-    print(f"[benchmark] {arm}: {' '.join(command)}", flush=True)
-    subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"})
-    return json.loads(result_file.read_text())
+def timed(command: list[str], log: Path) -> float:
+    """Run ``command`` to the end; its whole wall time. Its output goes to ``log``."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "benchmarks")}
+    print(f"[benchmark] {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    with log.open("w") as output:
+        subprocess.run(command, check=True, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    return time.perf_counter() - started
 
 
 def child_main(args) -> None:
@@ -334,10 +339,9 @@ def child_main(args) -> None:
     backbone = resolve_backbone(args.backbone)
     if args.arm == "hf":
         result = run_hf(args.data_dir, backbone, args.epochs, args.work_dir)
-    elif args.arm == "lightning":
-        result = run_lightning(args.data_dir, backbone, args.epochs, args.work_dir)
     else:
-        result = run_predict(args.data_dir, str(args.work_dir / "lightning" / "best.ckpt"), args.work_dir)
+        best = json.loads((args.work_dir / "lightning.json").read_text())["best_checkpoint"]
+        result = run_predict(args.data_dir, best, args.work_dir)
     (args.work_dir / f"{args.arm}.json").write_text(json.dumps(result))
 
 
@@ -350,40 +354,51 @@ def table(rows: list[list[str]]) -> str:
 
 def report(results: dict) -> str:
     out = []
-    hf, lightning = results.get("hf"), results.get("lightning")
-    arms = [arm for arm in (hf, lightning) if arm]
+    arms = [results[arm] for arm in ("hf", "lightning") if arm in results]
     if arms:
-        rows = [["", *(arm["arm"] for arm in arms)]]
+        rows = [["", *(f"{arm['arm']} ({arm['precision']})" for arm in arms)]]
         rows.append(["whole run (s)", *(f"{arm['wall_seconds']:.1f}" for arm in arms)])
-        rows.append(["training (s)", *(f"{arm['train_seconds']:.1f}" for arm in arms)])
         rows.append(["train samples/s", *(f"{arm['train_samples_per_second']:.1f}" for arm in arms)])
-        rows.append(["train tokens/s", *(f"{arm['train_tokens_per_second']:.0f}" for arm in arms)])
         rows.append(["val accuracy (best)", *(f"{arm['val_accuracy']:.4f}" for arm in arms)])
         rows.append(
             ["val accuracy by epoch", *(" ".join(f"{a:.4f}" for a in arm["val_accuracy_per_epoch"]) for arm in arms)]
         )
         rows.append(["peak memory (MiB)", *(f"{arm['peak_memory_mib']:.0f}" for arm in arms)])
         out.append(table(rows))
-        if hf and lightning:
-            speed_up = hf["wall_seconds"] / lightning["wall_seconds"]
+        if len(arms) == 2:
+            hf, lightning = arms
             throughput = lightning["train_samples_per_second"] / hf["train_samples_per_second"]
             out.append(
-                f"whole-run speed-up: {speed_up:.2f}x   training samples/s ratio: {throughput:.2f}x   "
+                f"whole-run speed-up: {hf['wall_seconds'] / lightning['wall_seconds']:.2f}x   "
+                f"training samples/s ratio: {throughput:.2f}x   "
                 f"accuracy difference: {lightning['val_accuracy'] - hf['val_accuracy']:+.4f}"
             )
     predict = results.get("predict")
     if predict:
-        rows = [["", "transformers.pipeline", "emotion_lightning predict"]]
+        best = predict["pipeline_best"]
+        rows = [["", "texts/s", "same label as the pipeline"]]
+        pipeline_name = f"transformers.pipeline ({best['dtype']}, batch {best['batch_size']}: its best here)"
+        rows.append([pipeline_name, f"{best['rate']:.1f}", "-"])
         rows.append(
             [
-                f"sentences/s ({predict['texts']} texts)",
-                f"{predict['pipeline_sentences_per_second']:.1f}",
-                f"{predict['package_sentences_per_second']:.1f}",
+                f"EmotionPredictor ({predict['predictor_precision']})",
+                f"{predict['predictor_texts_per_second']:.1f}",
+                f"{predict['predictor_label_agreement']:.4f}",
+            ]
+        )
+        rows.append(
+            [
+                "emotion-lightning predict (Trainer.predict, CSV)",
+                f"{predict['predict_command_texts_per_second']:.1f}",
+                f"{predict['predict_command_label_agreement']:.4f}",
             ]
         )
         out.append(table(rows))
-        ratio = predict["package_sentences_per_second"] / predict["pipeline_sentences_per_second"]
-        out.append(f"prediction speed-up: {ratio:.2f}x   same label: {predict['label_agreement']:.4f}")
+        out.append(
+            f"prediction speed-up over the pipeline's best: EmotionPredictor "
+            f"{predict['predictor_texts_per_second'] / best['rate']:.2f}x, predict command "
+            f"{predict['predict_command_texts_per_second'] / best['rate']:.2f}x ({predict['texts']} texts)"
+        )
     return "\n\n".join(out)
 
 
@@ -392,9 +407,9 @@ def main(argv=None) -> None:
     if args.arm:
         child_main(args)
         return
-    import platform
-
     import torch
+
+    from emotion_lightning.precision import cpu_supports_bf16
 
     with tempfile.TemporaryDirectory(prefix="emotion-benchmark-") as scratch:
         work_dir = Path(scratch)
@@ -404,19 +419,32 @@ def main(argv=None) -> None:
             if args.random_distilbert
             else args.backbone
         )
+        train_texts = len((data_dir / "train.txt").read_text().splitlines())
         results = {
             "settings": {
                 "backbone": "DistilBertConfig() random weights" if args.random_distilbert else args.backbone,
                 "epochs": args.epochs,
-                "train_texts": len((data_dir / "train.txt").read_text().splitlines()),
+                "train_texts": train_texts,
                 "validation_texts": len((data_dir / "validation.txt").read_text().splitlines()),
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+                "cpu_native_bf16": cpu_supports_bf16(),
                 "cpu_threads": torch.get_num_threads(),
                 "torch": torch.__version__,
+                "lightning_args": args.lightning_args,
             }
         }
+        child = [sys.executable, __file__, "--data-dir", str(data_dir), "--backbone", backbone]
+        child += ["--epochs", str(args.epochs), "--work-dir", str(work_dir)]
         for arm in args.arms.split(","):
-            results[arm] = run_arm_in_child(arm, args, data_dir, backbone, work_dir)
+            if arm == "lightning":
+                command = lightning_command(data_dir, backbone, args.epochs, work_dir, args.lightning_args)
+                wall = timed(command, work_dir / "lightning.log")
+                results[arm] = {"wall_seconds": wall, **lightning_results(work_dir, args.epochs, train_texts)}
+                (work_dir / "lightning.json").write_text(json.dumps(results[arm]))
+            else:
+                wall = timed([*child, "--arm", arm], work_dir / f"{arm}.log")
+                results[arm] = {"wall_seconds": wall, **json.loads((work_dir / f"{arm}.json").read_text())}
+            print(f"[benchmark] {arm}: {wall:.1f} s", flush=True)
     print(json.dumps(results["settings"]))
     print(report(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -137,8 +137,8 @@ class EmotionPredictor:
         probabilities = torch.empty(len(texts), len(self.labels))
         with self._autocast():
             for batch in data.predict_dataloader():
-                logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-                probabilities[batch["index"]] = logits.float().softmax(dim=-1).cpu()
+                inputs = (batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+                probabilities[batch["index"]] = self.model.probabilities(*inputs).cpu()
         return probabilities, data.splits["predict"].truncated.tolist()
 
     def __call__(self, texts: Sequence[str]) -> list[Prediction]:

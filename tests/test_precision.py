@@ -26,30 +26,28 @@ def precision_settings(name: str, **scaler) -> dict:
 class StepRecorder(L.Callback):
     """Records the gradient norm each optimizer step applies, and whether the step was skipped.
 
-    Under 16-mixed the GradScaler hands a fused optimizer the scale to divide the gradients by
-    (``grad_scale``; None once they were unscaled) and whether an inf or NaN was found
-    (``found_inf``), just before its step. The norm is read after the step: without a GradScaler,
-    Lightning computes the gradients inside ``optimizer.step(closure)``.
+    The fused AdamW writes the gradients it applied back into ``.grad`` (divided by the ``grad_scale``
+    it was given), so their norm after the step is the applied norm. Under 16-mixed the GradScaler
+    tells the step whether an inf or NaN was found (``found_inf``) just before it.
     """
 
     def __init__(self):
         self.applied_norms: list[float] = []
         self.skipped: list[bool] = []
-        self._scale = None
 
     def on_train_start(self, trainer, pl_module):
         trainer.optimizers[0].register_step_pre_hook(self._before_step)
         trainer.optimizers[0].register_step_post_hook(self._after_step)
 
     def _before_step(self, optimizer, args, kwargs):
-        self._scale = getattr(optimizer, "grad_scale", None)
         found_inf = getattr(optimizer, "found_inf", None)
         self.skipped.append(bool(found_inf is not None and found_inf.item() > 0))
 
     def _after_step(self, optimizer, args, kwargs):
         gradients = [p.grad.float() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
-        self.applied_norms.append(float(norm / (self._scale if self._scale is not None else 1.0)))
+        self.applied_norms.append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients])))
+        )
 
 
 def train_tiny(backbone, data_dir, tmp_path, steps: int, clip: float, accelerator: str = "cpu", **trainer_settings):

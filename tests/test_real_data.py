@@ -15,7 +15,7 @@ REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data" / "emotion"
 STAND_IN_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def real_data() -> Path:
     if not (REAL_DATA / "train.txt").is_file():
         if os.environ.get("EMOTION_LIGHTNING_REQUIRE_REAL_DATA"):
@@ -25,8 +25,10 @@ def real_data() -> Path:
     return REAL_DATA
 
 
-@pytest.mark.slow
-def test_short_real_run_learns_and_predicts(real_data, tmp_path):
+@pytest.fixture(scope="module")
+def short_run(real_data, tmp_path_factory):
+    """all-MiniLM-L6-v2 trained for 300 steps on the real data: its CLI, arguments and run folder."""
+    root = tmp_path_factory.mktemp("real")
     args = [
         "--model.backbone",
         STAND_IN_BACKBONE,
@@ -34,22 +36,50 @@ def test_short_real_run_learns_and_predicts(real_data, tmp_path):
         "1e-4",
         "--data.data_dir",
         str(real_data),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "100",
-        *quiet_run_args(tmp_path),
+        *quiet_run_args(root),
     ]
-    cli = run(["fit", *args])
+    cli = run(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "300"])
+    return cli, args, run_folder(root)
+
+
+@pytest.mark.slow
+def test_short_real_run_learns_and_predicts(short_run, tmp_path):
+    cli, args, folder = short_run
     accuracy = float(cli.trainer.callback_metrics["val/acc"])
     # joy, the largest class, is 35.2% of the validation split: learning must beat always-joy clearly.
-    print(f"val/acc after 100 steps: {accuracy:.4f}")
-    assert accuracy > 0.5, accuracy
+    print(f"val/acc after 300 steps: {accuracy:.4f}")
+    assert accuracy > 0.6, accuracy
 
     texts = tmp_path / "texts.txt"
     texts.write_text("i feel so happy and excited today\ni feel so sad and lonely and miserable\n")
-    best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
+    best = str(folder / "checkpoints" / "best.ckpt")
     run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(texts)])
-    with (run_folder(tmp_path) / "predictions.csv").open() as file:
+    with (folder / "predictions.csv").open() as file:
         labels = [row["label"] for row in csv.DictReader(file)]
     assert labels == ["joy", "sadness"]
+
+
+@pytest.mark.slow
+def test_bf16_prediction_agrees_with_fp32(short_run, real_data):
+    """EmotionPredictor's default on a CPU with native bf16 (bf16 autocast) against fp32, 2,000 texts."""
+    from emotion_lightning import LABELS, EmotionPredictor
+    from emotion_lightning.model import REDO_IN_FP32_BELOW
+    from emotion_lightning.precision import cpu_supports_bf16
+    from emotion_lightning.sources import read_split_file
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): the package predicts in fp32 here")
+    best = short_run[2] / "checkpoints" / "best.ckpt"
+    texts = read_split_file(real_data / "validation.txt", LABELS)["text"]
+    in_fp32 = EmotionPredictor.from_checkpoint(best, device="cpu", precision="32-true").predict_probabilities(texts)
+    predictor = EmotionPredictor.from_checkpoint(best, device="cpu")
+    assert predictor.precision == "auto"
+    in_bf16 = predictor.predict_probabilities(texts)
+    agreement = (in_bf16.argmax(1) == in_fp32.argmax(1)).float().mean().item()
+    largest_difference = (in_bf16 - in_fp32).abs().max().item()
+    confident = (in_fp32.max(1).values >= REDO_IN_FP32_BELOW + 0.05).float().mean().item()
+    print(f"bf16 vs fp32: same label {agreement:.4f}, largest probability difference {largest_difference:.4f}")
+    # Hundreds of texts must take the bf16 path (the others are redone in fp32) for this to test bf16.
+    assert confident > 0.3, confident
+    assert agreement >= 0.995
+    assert largest_difference <= 0.02
