@@ -90,6 +90,7 @@ def read_texts(path: Path) -> tuple[list[str], list[int]]:
 
 def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
     import numpy as np
+    import torch
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -141,6 +142,7 @@ def run_hf(data_dir: Path, backbone: str, epochs: int, work_dir: Path) -> dict:
         save_total_limit=1,
         fp16=precision == "16-mixed",
         bf16=precision == "bf16-mixed",
+        use_cpu=not torch.cuda.is_available(),
         report_to="none",
         seed=42,
         disable_tqdm=True,
@@ -329,7 +331,9 @@ def timed(command: list[str], log: Path) -> float:
     print(f"[benchmark] {' '.join(command)}", flush=True)
     started = time.perf_counter()
     with log.open("w") as output:
-        subprocess.run(command, check=True, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"[benchmark] failed with status {done.returncode}:\n{log.read_text()[-5000:]}")
     return time.perf_counter() - started
 
 
@@ -441,6 +445,9 @@ def main(argv=None) -> None:
                 wall = timed(command, work_dir / "lightning.log")
                 results[arm] = {"wall_seconds": wall, **lightning_results(work_dir, args.epochs, train_texts)}
                 (work_dir / "lightning.json").write_text(json.dumps(results[arm]))
+                # What the user sees of that run, kept beside the results.
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.with_suffix(".lightning.log").write_text((work_dir / "lightning.log").read_text())
             else:
                 wall = timed([*child, "--arm", arm], work_dir / f"{arm}.log")
                 results[arm] = {"wall_seconds": wall, **json.loads((work_dir / f"{arm}.json").read_text())}

@@ -4,7 +4,7 @@
 #   1. the reference recipe as shipped (16-mixed, clipping at 1.0), 3 epochs on the real data with the
 #      stand-in backbone all-MiniLM-L6-v2; checks that the training loss falls,
 #   2. the test suite on CUDA (tests/test_cuda.py: the reference config in 16-mixed with clipping),
-#   3. what clipping costs with each AdamW in 16-mixed (benchmarks/clipping_cost.py),
+#   3. the training levers in 16-mixed, each in a fresh process (benchmarks/levers.py),
 #   4. the benchmark with a full-size DistilBERT from DistilBertConfig() (random weights), 1 epoch,
 #      HF Trainer (fp16) vs emotion_lightning (16-mixed), same card, one invocation.
 # Results go to $OUT (or /tmp/gpu-out).
@@ -35,9 +35,9 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider -m "not slow" -n 4 -rs --ig
   --ignore=tests/test_cuda.py --ignore=tests/test_precision.py -k "not wandb and not sweep" 2>&1 \
   | tee -a "$out/tests.log" | tail -5
 
-echo "== 3. clipping cost" | tee "$out/clipping.log"
-timeout 100 python3 benchmarks/clipping_cost.py --backbone .gpu/minilm --data-dir .gpu/data --steps 200 2>&1 \
-  | tail -5 | tee -a "$out/clipping.log"
+echo "== 3. levers" | tee "$out/levers.log"
+timeout 100 python3 benchmarks/levers.py --backbone .gpu/minilm --data-dir .gpu/data --steps 200 \
+  --levers package,clip-in-its-own-pass,foreach-adamw,no-clipping 2>&1 | tail -7 | tee -a "$out/levers.log"
 
 echo "== 4. benchmark" | tee "$out/benchmark.log"
 timeout 200 python3 benchmarks/compare.py --random-distilbert --tokenizer .gpu/minilm --data-dir .gpu/data \

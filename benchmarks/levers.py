@@ -38,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--levers", default=",".join(LEVERS))
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=1, help="run the levers this many times, interleaved")
     parser.add_argument("--profile", action="store_true", help="profile --steps steps of the package's training")
     parser.add_argument("--lever", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
@@ -170,8 +171,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="levers-") as scratch:
         data_dir = slice_data(args.data_dir, Path(scratch), args.train_limit)
         levers = ["package"] if args.profile else args.levers.split(",")
-        results = []
-        for lever in levers:
+        runs: dict[str, list[dict]] = {lever: [] for lever in levers}
+        # Interleaved (a, b, c, a, b, c, ...): a slow minute of this machine hits every lever alike.
+        for lever in levers * args.repeats:
             command = [sys.executable, __file__, "--lever", lever, "--work-dir", str(data_dir), *_passed_on(args)]
             child = subprocess.run(command, capture_output=True, text=True)
             if args.profile:
@@ -180,17 +182,30 @@ def main(argv=None) -> None:
             if not found:
                 print(f"{lever}: failed\n{child.stderr[-3000:]}")
                 continue
-            results.append(json.loads(found[-1]))
+            runs[lever].append(json.loads(found[-1]))
+    results = [_median(lever_runs) for lever_runs in runs.values() if lever_runs]
     if results:
         print(f"precision {results[0]['precision']}, {args.steps} timed steps of 16 texts, backbone {args.backbone}")
-        print(f"{'lever':26} {'samples/s':>10} {'vs package':>11} {'first ' + str(args.warmup) + ' steps':>16}")
+        print(f"median of {args.repeats} run(s) per lever; all runs' samples/s in brackets")
+        print(f"{'lever':26} {'samples/s':>10} {'vs package':>11} {'first ' + str(args.warmup) + ' steps':>16}  runs")
         base = next((r["samples_per_second"] for r in results if r["lever"] == "package"), None)
         for result in results:
             ratio = f"{result['samples_per_second'] / base:.2f}x" if base else "-"
+            every = ", ".join(f"{rate:.1f}" for rate in result["all"])
             print(
                 f"{result['lever']:26} {result['samples_per_second']:10.1f} {ratio:>11} "
-                f"{result['warmup_seconds']:15.1f}s"
+                f"{result['warmup_seconds']:15.1f}s  [{every}]"
             )
+
+
+def _median(lever_runs: list[dict]) -> dict:
+    rates = sorted(run["samples_per_second"] for run in lever_runs)
+    middle = sorted(lever_runs, key=lambda run: run["samples_per_second"])[len(lever_runs) // 2]
+    return {
+        **middle,
+        "all": [run["samples_per_second"] for run in lever_runs],
+        "samples_per_second": rates[len(rates) // 2],
+    }
 
 
 def _passed_on(args) -> list[str]:

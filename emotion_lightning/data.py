@@ -304,9 +304,9 @@ class EmotionDataModule(L.LightningDataModule):
         import pyarrow.compute as pc
 
         max_length = self.effective_max_length()
-        tokenized = tokenization.tokenize(
-            rows, Encoder(self.tokenizer, max_length), self.tokenization_processes(len(rows))
-        )
+        encoder, processes = Encoder(self.tokenizer, max_length), self.tokenization_processes(len(rows))
+        # A progress bar only for splits worth waiting for, not for a few texts predicted from Python.
+        tokenized = tokenization.tokenize(rows, encoder, processes, progress=len(rows) >= 10_000)
         truncated = pc.sum(tokenized.data.column("truncated")).as_py() or 0
         if truncated:
             rank_zero_warn(f"{truncated} of {len(rows)} texts were longer than {max_length} tokens and were truncated")

@@ -7,7 +7,9 @@ that is gone. Build folders that a killed run leaves in the cache are removed by
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
 import multiprocessing
 import os
 import re
@@ -48,14 +50,37 @@ class Encoder:
         }
 
 
-def tokenize(rows, encoder: Encoder, processes: int = 1):
+def tokenize(rows, encoder: Encoder, processes: int = 1, progress: bool = True):
     """``rows`` (a ``datasets.Dataset`` with a ``text`` column) with ``input_ids``, ``length`` and ``truncated``.
 
-    Several processes only for rows kept in files (the workers read them from there).
+    Several processes only for rows kept in files (the workers read them from there). ``progress``:
+    show the library's progress bar (not for a few texts predicted from Python).
     """
-    if processes <= 1 or len(rows) < processes or not rows.cache_files:
-        return rows.map(encoder, batched=True, batch_size=BATCH_SIZE, desc="Tokenizing")
-    return _tokenize_in_processes(rows, encoder, processes)
+    if processes > 1 and len(rows) >= processes and rows.cache_files:
+        return _tokenize_in_processes(rows, encoder, processes)
+    with _progress_bars(progress):
+        return _map(rows, encoder, desc="Tokenizing")
+
+
+def _map(rows, encoder: Encoder, **settings):
+    # The fingerprint is given, not computed: datasets would hash the whole tokenizer on every call
+    # (a third of a second), and the result is cached by the data module under its own key anyway.
+    fingerprint = hashlib.sha256(f"{rows._fingerprint}:{encoder.max_length}:{id(encoder)}".encode()).hexdigest()
+    return rows.map(encoder, batched=True, batch_size=BATCH_SIZE, new_fingerprint=fingerprint[:32], **settings)
+
+
+@contextlib.contextmanager
+def _progress_bars(show: bool):
+    import datasets
+
+    hide = not show and not datasets.are_progress_bars_disabled()
+    if hide:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hide:
+            datasets.enable_progress_bars()
 
 
 # -- several processes ---------------------------------------------------------------------------
@@ -84,7 +109,7 @@ def _tokenize_shard(index: int) -> str:
     rows, encoder, processes, folder = _job
     shard = rows.shard(processes, index, contiguous=True)
     path = Path(folder) / f"shard-{index}"
-    shard.map(encoder, batched=True, batch_size=BATCH_SIZE).save_to_disk(str(path))
+    _map(shard, encoder).save_to_disk(str(path))
     return str(path)
 
 
