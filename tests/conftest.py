@@ -52,6 +52,17 @@ def offline_environment(tmp_path_factory):
     patch.undo()
 
 
+@pytest.fixture(autouse=True)
+def no_wandb_run_left_open():
+    """A W&B run a test leaves open would be reused by the next one in this process: finish it."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """train / validation / test in the original ``text;label`` format."""

@@ -261,3 +261,24 @@ def test_predict_command_and_predictor_give_the_same_probabilities(fit_args, tmp
         assert row["label"] == result.label
         for label, probability in result.probabilities.items():
             assert float(row[f"prob_{label}"]) == pytest.approx(probability, abs=1e-6)
+
+
+def test_help_lists_every_subcommand_and_version_answers(capsys):
+    from emotion_lightning import __version__
+    from emotion_lightning.cli import main
+
+    main(["--help"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: emotion-lightning ")
+    for subcommand in ("fit", "validate", "test", "predict", "export"):
+        assert f"\n  {subcommand} " in printed, subcommand
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"emotion-lightning {__version__}"
+
+
+def test_help_and_version_do_not_import_torch():
+    # What makes `emotion-lightning --help` answer at once: nothing heavy is imported for it.
+    code = "import sys; from emotion_lightning.cli import main; main(['--help']); main(['--version']); "
+    code += "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, sorted(sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

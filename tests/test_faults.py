@@ -21,7 +21,7 @@ from emotion_lightning import EmotionPredictor
 from emotion_lightning.checkpoints import CheckpointError
 from emotion_lightning.cli import main, run
 from emotion_lightning.tokenization import build_folder, remove_abandoned_builds
-from tests.conftest import fixture_rows, run_folder, write_semicolon_file
+from tests.conftest import fixture_rows, quiet_run_args, run_folder, tiny_training_args, write_semicolon_file
 from tests.subprocess_runs import cli_subprocess, fit_logged_run_args
 
 csv.field_size_limit(sys.maxsize)  # to read the long texts back
@@ -50,25 +50,9 @@ def read_output(path: Path) -> list[dict]:
 def trained(tiny_distilbert, data_dir, tmp_path_factory) -> tuple[Path, list[str]]:
     """A fitted tiny model's run folder, and the arguments that evaluate it."""
     root = tmp_path_factory.mktemp("trained")
-    args = [
-        "--model.backbone",
-        str(tiny_distilbert),
-        "--data.data_dir",
-        str(data_dir),
-        "--data.batch_size",
-        "8",
-        "--data.eval_batch_size",
-        "4",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-    ]
-    run(["fit", *args, "--trainer.max_epochs", "1", "--trainer.logger", "false"])
+    args = [*tiny_training_args(tiny_distilbert, data_dir, epochs=1), "--data.eval_batch_size", "4"]
+    args += [*quiet_run_args(root), "--trainer.enable_model_summary", "false"]
+    run(["fit", *args])
     return run_folder(root), args
 
 
@@ -223,24 +207,8 @@ def _subprocess_env() -> dict:
 @pytest.mark.slow
 def test_two_fits_into_one_folder_get_a_run_folder_each(tiny_distilbert, data_dir, tmp_path):
     def fit_command(seed: int) -> list[str]:
-        return _subprocess_command(
-            [
-                "fit",
-                "--model.backbone",
-                str(tiny_distilbert),
-                "--data.data_dir",
-                str(data_dir),
-                "--data.batch_size",
-                "8",
-                "--trainer.max_epochs",
-                "1",
-                "--trainer.accelerator",
-                "cpu",
-                "--seed_everything",
-                str(seed),
-                *fit_logged_run_args(tmp_path),
-            ]
-        )
+        settings = ["--seed_everything", str(seed), *fit_logged_run_args(tmp_path)]
+        return _subprocess_command(["fit", *tiny_training_args(tiny_distilbert, data_dir, epochs=1), *settings])
 
     both = [
         subprocess.Popen(fit_command(seed), env=_subprocess_env(), stderr=subprocess.PIPE, text=True) for seed in (1, 2)
@@ -265,7 +233,7 @@ def test_a_second_fit_never_replaces_the_first_runs_model(trained, tmp_path):
     folder, args = trained
     best = folder / "checkpoints" / "best.ckpt"
     before = best.read_bytes()
-    run(["fit", *args, "--trainer.max_epochs", "1", "--trainer.logger", "false"])
+    run(["fit", *args])
     assert best.read_bytes() == before
     assert run_folder(folder.parent) != folder
 

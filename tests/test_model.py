@@ -98,3 +98,32 @@ def test_weights_saved_in_half_precision_train_in_fp32(tiny_distilbert, tmp_path
     assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
     rebuilt = EmotionClassifier(backbone=str(folder), backbone_config=model.hparams.backbone_config)
     assert {parameter.dtype for parameter in rebuilt.parameters()} == {torch.float32}
+
+
+def test_frozen_word_embeddings_stay_as_pretrained(tiny_bert, data_dir, tmp_path):
+    model = EmotionClassifier(backbone=str(tiny_bert), freeze_word_embeddings=True, learning_rate=1e-2)
+    before = model.model.get_input_embeddings().weight.detach().clone()
+    other = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    data = EmotionDataModule(backbone=str(tiny_bert), data_dir=str(data_dir), batch_size=8)
+    trainer = L.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(model, data)
+    assert torch.equal(model.model.get_input_embeddings().weight, before)
+    assert any(not torch.equal(p, other[name]) for name, p in model.named_parameters() if name in other)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(tiny_bert, data_dir, tmp_path):
+    model = EmotionClassifier(backbone=str(tiny_bert), compile=True)
+    data = EmotionDataModule(backbone=str(tiny_bert), data_dir=str(data_dir), batch_size=8)
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(model, data)
+    trainer.save_checkpoint(tmp_path / "compiled.ckpt")
+    restored = EmotionClassifier.load_from_checkpoint(tmp_path / "compiled.ckpt", map_location="cpu", compile=False)
+    # Compiled in place: the weights keep their names.
+    assert restored.state_dict().keys() == model.state_dict().keys()
+    for name, tensor in restored.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name

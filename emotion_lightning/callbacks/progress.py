@@ -67,6 +67,7 @@ class LineProgress(ProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._enabled or trainer.sanity_checking or trainer.state.fn != "fit":
             return
+        self._last = (time.monotonic(), trainer.global_step)  # the rate is of training, not validation
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
         shown = "  ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items()))
         say(f"epoch {trainer.current_epoch + 1} validation: {shown}")
