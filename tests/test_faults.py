@@ -362,7 +362,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_killed_run_leaves_no_tokenization_workers_and_its_build_folder_is_cleared(tiny_distilbert, tmp_path, fit_args):
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_killed_run_leaves_no_tokenization_workers_and_its_build_folder_is_cleared(
+    signal_name, tiny_distilbert, tmp_path, fit_args
+):
     data = tmp_path / "big"
     data.mkdir()
     rows = fixture_rows(1, seed=3)
@@ -377,7 +380,7 @@ def test_killed_run_leaves_no_tokenization_workers_and_its_build_folder_is_clear
     while len(workers := _children_of(process.pid)) < 2:
         assert process.poll() is None and time.monotonic() < deadline, "no tokenization workers appeared"
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(getattr(signal, signal_name))  # to the run only, as `kill PID` does
     process.wait()
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
