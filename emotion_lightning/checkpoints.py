@@ -54,6 +54,19 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def model_settings(checkpoint: dict) -> dict:
+    """The model's init arguments saved in a checkpoint.
+
+    Lightning adds private keys (such as the CLI's ``_instantiator``) to the saved hyperparameters: left out.
+    """
+    return {name: value for name, value in checkpoint["hyper_parameters"].items() if not name.startswith("_")}
+
+
+def trained_max_length(checkpoint: dict) -> int | None:
+    """The data module's ``max_length`` the model was trained with (None in checkpoints without it)."""
+    return checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to ``<name>.partial`` beside it, then renames it into place.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from emotion_lightning.checkpoints import read_checkpoint
+from emotion_lightning.checkpoints import read_checkpoint, trained_max_length
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.model import EmotionClassifier
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     _check_target(args.folder)
     checkpoint = read_checkpoint(args.checkpoint)
     model = EmotionClassifier.from_checkpoint(checkpoint)
-    max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+    max_length = trained_max_length(checkpoint)
     # Written beside the target and renamed into place: a failed export leaves no half-written folder.
     args.folder.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{args.folder.name}-", dir=args.folder.parent))

@@ -22,7 +22,7 @@ from emotion_lightning.callbacks import (
     RunSummary,
     check_output_file,
 )
-from emotion_lightning.checkpoints import AtomicCheckpointIO, read_checkpoint
+from emotion_lightning.checkpoints import AtomicCheckpointIO, model_settings, read_checkpoint
 from emotion_lightning.console import say, show_messages
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
@@ -95,9 +95,8 @@ class EmotionCLI(LightningCLI):
         if config.get("ckpt_path") in (None, "best", "last", "hpc"):
             return
         self.checkpoint = read_checkpoint(config.ckpt_path)
-        hyperparameters = dict(self.checkpoint["hyper_parameters"])
-        hyperparameters.pop("_instantiator", None)
-        self.config = self.parser.parse_object({subcommand: {"model": hyperparameters}}, self.config)
+        settings = model_settings(self.checkpoint)
+        self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]

@@ -19,6 +19,7 @@ from emotion_lightning.backbone import (
     tokenizer_from_files,
     tokenizer_to_files,
 )
+from emotion_lightning.checkpoints import model_settings
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError
 
@@ -87,9 +88,7 @@ class EmotionClassifier(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> EmotionClassifier:
         """The model a checkpoint (as :func:`~emotion_lightning.checkpoints.read_checkpoint` returns it) holds."""
-        # Lightning adds private keys (such as the CLI's "_instantiator") to the saved hyperparameters.
-        settings = {name: value for name, value in checkpoint["hyper_parameters"].items() if not name.startswith("_")}
-        model = cls(**settings)
+        model = cls(**model_settings(checkpoint))
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
         return model

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from emotion_lightning.checkpoints import read_checkpoint
+from emotion_lightning.checkpoints import read_checkpoint, trained_max_length
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import inference_precision
@@ -89,7 +89,7 @@ class EmotionPredictor:
         """
         checkpoint = read_checkpoint(checkpoint_path)
         model = EmotionClassifier.from_checkpoint(checkpoint)
-        trained_with = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+        trained_with = trained_max_length(checkpoint)
         if trained_with is not None:
             settings.setdefault("max_length", trained_with)
         return cls(model.to(_device(device)), **settings)

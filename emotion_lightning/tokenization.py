@@ -146,14 +146,15 @@ def remove_abandoned_builds(cache_dir: Path) -> None:
         if match is None:
             continue  # an older version's folder: its process cannot be known
         if match["host"] == host:
-            abandoned = not _process_alive(int(match["pid"]))
+            abandoned = not process_alive(int(match["pid"]))
         else:
             abandoned = time.time() - folder.stat().st_mtime > FOREIGN_BUILD_SECONDS
         if abandoned:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

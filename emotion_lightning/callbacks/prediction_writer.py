@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
+from emotion_lightning.tokenization import process_alive
 
 DEFAULT_OUTPUT_NAME = "predictions.csv"
 
@@ -56,16 +57,13 @@ def _job_fingerprint(texts: list[str], model: L.LightningModule) -> str:
     return digest.hexdigest()
 
 
-def _process_alive(part: Path) -> bool:
+def _writer_alive(part: Path) -> bool:
     """Whether the process that named this part file (``<output>.<pid>-<id>.part<rank>``) still runs here."""
     try:
         pid = int(part.suffixes[-2].lstrip(".").split("-")[0])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
+    except (ValueError, IndexError):
         return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+    return process_alive(pid)
 
 
 def read_part(path: Path) -> tuple[str | None, dict[int, list]]:
@@ -106,7 +104,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def _stopped_parts(self, output: Path) -> list[Path]:
         """Part files of earlier runs into ``output`` whose process is gone (stopped or killed)."""
-        return [path for path in sorted(output.parent.glob(f"{output.name}.*.part*")) if not _process_alive(path)]
+        return [path for path in sorted(output.parent.glob(f"{output.name}.*.part*")) if not _writer_alive(path)]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "predict":
