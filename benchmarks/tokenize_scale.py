@@ -75,13 +75,12 @@ def run_arm(arm: str, args) -> dict:
         import datasets
 
         from emotion_lightning.sources import read_split_file
-        from emotion_lightning.tokenization import truncate
 
         datamodule = EmotionDataModule(backbone=args.backbone, data_dir=str(data_dir), cache_dir=str(cache))
-        tokenizer, max_length = datamodule.tokenizer, datamodule.effective_max_length()
+        tokenizer, max_length = datamodule.tokenizer, datamodule.usable_max_length
 
         def encode(batch):
-            input_ids = [truncate(ids, max_length) for ids in tokenizer(batch["text"])["input_ids"]]
+            input_ids = tokenizer(batch["text"], truncation=True, max_length=max_length)["input_ids"]
             return {"input_ids": input_ids, "length": [len(ids) for ids in input_ids]}
 
         for split in ("train", "validation"):

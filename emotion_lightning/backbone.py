@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,6 +73,22 @@ def load_tokenizer(name: str):
         raise _not_found(name, error) from error
 
 
+def usable_max_length(requested: int, tokenizer, positions: int | None, backbone: str) -> int:
+    """``requested``, cut to what the backbone takes: its position embeddings and its tokenizer's limit.
+
+    The one place ``max_length`` is clamped (with one warning that says what is used instead).
+    """
+    # Tokenizers without a known limit report a huge sentinel value.
+    limits = [limit for limit in (positions, tokenizer.model_max_length) if limit and limit < 1_000_000]
+    usable = min([requested, *limits])
+    if usable < requested:
+        warnings.warn(
+            f"model.max_length={requested} is more than {backbone} takes ({usable} tokens); texts are cut at {usable}",
+            stacklevel=2,
+        )
+    return usable
+
+
 def _label_maps(labels: Sequence[str]) -> dict:
     return {
         "num_labels": len(labels),
@@ -115,11 +134,39 @@ def tokenizer_to_files(tokenizer) -> dict[str, bytes]:
         return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
 
 
+# A tokenizer file's name as a checkpoint carries it: a plain base name, never a path.
+_TOKENIZER_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_MAX_TOKENIZER_FILES = 32
+
+
+def check_tokenizer_files(files: object) -> dict[str, bytes]:
+    """``files`` if it is what :func:`tokenizer_to_files` makes: a few plain file names and their bytes.
+
+    The names come from a file the user was given (a checkpoint): a name with a separator, ``..`` or an
+    absolute path would otherwise decide where the package writes.
+    """
+    if not isinstance(files, dict) or not 0 < len(files) <= _MAX_TOKENIZER_FILES:
+        raise ValueError("its tokenizer files are not a small table of file names and contents")
+    for name, content in files.items():
+        if not isinstance(name, str) or not _TOKENIZER_FILE_NAME.fullmatch(name) or ".." in name:
+            raise ValueError(f"it names a tokenizer file {name!r}, which is not a plain file name")
+        if not isinstance(content, bytes):
+            raise ValueError(f"its tokenizer file {name!r} holds a {type(content).__name__}, not bytes")
+    return files
+
+
 def tokenizer_from_files(files: dict[str, bytes]):
-    """Rebuild a tokenizer saved by :func:`tokenizer_to_files`, with no network access."""
+    """Rebuild a tokenizer saved by :func:`tokenizer_to_files`, with no network access.
+
+    The files are written by their checked base names into a fresh private folder, each created anew
+    (never through an existing file or link), and removed once the tokenizer is loaded.
+    """
     from transformers import AutoTokenizer
 
-    with tempfile.TemporaryDirectory() as folder:
+    check_tokenizer_files(files)
+    with tempfile.TemporaryDirectory(prefix="emotion-lightning-tokenizer-") as folder:
         for name, content in files.items():
-            (Path(folder) / name).write_bytes(content)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            with os.fdopen(os.open(os.path.join(folder, name), flags, 0o600), "wb") as file:
+                file.write(content)
         return AutoTokenizer.from_pretrained(folder)

@@ -13,7 +13,11 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from emotion_lightning.backbone import check_tokenizer_files
 from emotion_lightning.errors import EmotionLightningError
+
+# Where a checkpoint keeps the tokenizer's files (name -> bytes).
+TOKENIZER_CHECKPOINT_KEY = "tokenizer_files"
 
 
 class CheckpointError(EmotionLightningError, OSError):
@@ -21,9 +25,12 @@ class CheckpointError(EmotionLightningError, OSError):
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by ``fit``, memory-mapped (only what is used is read from disk).
+    """A checkpoint written by ``fit``, memory-mapped, checked whole before anything of it is used.
 
-    Loads tensors and plain values only (``weights_only``): a checkpoint never runs code.
+    Loads tensors and plain values only (``weights_only``): a checkpoint never runs code. Every member of
+    the checkpoint's archive carries the CRC-32 that ``torch.save`` wrote with it; a damaged byte anywhere
+    (a bad disk, a copy cut short and patched) is found before the weights are used. The tokenizer files
+    it carries must have plain file names: they are data, never paths.
     """
     path = Path(path)
     if not path.exists():
@@ -42,6 +49,16 @@ def read_checkpoint(path: str | Path) -> dict:
             "or not a checkpoint at all"
         )
     try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        damaged = f"({error})"
+    if damaged is not None:
+        raise CheckpointError(
+            f"{path} is damaged: {damaged} does not match the checksum written with it; "
+            "copy the checkpoint again from where it was saved"
+        )
+    try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
         # torch's own message suggests weights_only=False, which would run whatever the file holds: not passed on.
@@ -51,20 +68,29 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not an emotion-lightning checkpoint (no model settings)")
+    if TOKENIZER_CHECKPOINT_KEY in checkpoint:
+        try:
+            check_tokenizer_files(checkpoint[TOKENIZER_CHECKPOINT_KEY])
+        except ValueError as error:
+            raise CheckpointError(f"{path} is refused: {error}") from None
     return checkpoint
+
+
+def holds_training_state(checkpoint: dict) -> bool:
+    """Whether a checkpoint can resume training (``last.ckpt``), not only weights (``best.ckpt``)."""
+    return "optimizer_states" in checkpoint and "loops" in checkpoint
 
 
 def model_settings(checkpoint: dict) -> dict:
     """The model's init arguments saved in a checkpoint.
 
     Lightning adds private keys (such as the CLI's ``_instantiator``) to the saved hyperparameters: left out.
+    Checkpoints of version 0.2 kept ``max_length`` with the data module's settings: taken from there.
     """
-    return {name: value for name, value in checkpoint["hyper_parameters"].items() if not name.startswith("_")}
-
-
-def trained_max_length(checkpoint: dict) -> int | None:
-    """The data module's ``max_length`` the model was trained with (None in checkpoints without it)."""
-    return checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+    settings = {name: value for name, value in checkpoint["hyper_parameters"].items() if not name.startswith("_")}
+    if "max_length" not in settings and "max_length" in checkpoint.get("datamodule_hyper_parameters", {}):
+        settings["max_length"] = checkpoint["datamodule_hyper_parameters"]["max_length"]
+    return settings
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

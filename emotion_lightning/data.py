@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import DataCollatorWithPadding
 
 from emotion_lightning import sources, tokenization
-from emotion_lightning.backbone import load_tokenizer
+from emotion_lightning.backbone import load_tokenizer, usable_max_length
 from emotion_lightning.errors import DataNotFoundError, SettingError, check_at_least
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
@@ -31,7 +31,7 @@ from emotion_lightning.tokenization import Encoder
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 
 # Bump when the cached layout changes, so that stale caches are not reused.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 # From this many rows on, tokenizing in several processes pays for starting them.
 LARGE_DATA_ROWS = 100_000
@@ -94,7 +94,8 @@ class EmotionDataModule(L.LightningDataModule):
         data_dir: local folder with ``train.*``, ``validation.*`` (or ``val.*``) and optionally
             ``test.*`` in txt (``text;label``), CSV, JSON lines or Parquet. None: use the Hub.
         dataset_name, dataset_config: the Hub dataset, used when ``data_dir`` is None.
-        max_length: longest tokenized text; longer ones are truncated.
+        max_length: longest tokenized text; the CLI links it from the model (``model.max_length``), and
+            :meth:`encode_like` takes it from a model.
         predict_file: text file with one text per line, for ``predict``.
         predict_texts: texts to classify, from Python (used when ``predict_file`` is None).
         group_by_length: put texts of similar length in the same training batch (less padding).
@@ -121,7 +122,6 @@ class EmotionDataModule(L.LightningDataModule):
         num_proc: int | None = None,
     ):
         super().__init__()
-        # Saved in checkpoints: the predictor encodes texts with the max_length the model was trained with.
         self.save_hyperparameters(ignore=["predict_texts"])
         check_at_least("data.max_length", max_length, 2, "room for the [CLS] and [SEP] tokens")
         check_at_least("data.batch_size", batch_size, 1)
@@ -139,29 +139,36 @@ class EmotionDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.predict_file = predict_file
-        self.predict_texts = list(predict_texts) if predict_texts is not None else None
+        self.predict_texts = predict_texts
         self.group_by_length = group_by_length
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
         self._already_predicted: Callable[[], Collection[int]] | None = None
         self._tokenizer = None
+        self._usable_max_length: int | None = None
         self._source_digest: str | None = None
+
+    def encode_like(self, model) -> EmotionDataModule:
+        """Encode texts exactly as ``model`` does: its tokenizer (restored from its checkpoint) and its
+        ``max_length``. The CLI and :class:`EmotionPredictor` hand the model's over once, before any text is
+        tokenized; a data module used on its own takes the backbone's tokenizer and its own ``max_length``."""
+        self._tokenizer, self._usable_max_length = model.tokenizer, model.max_length
+        self.max_length = model.hparams.max_length
+        return self
 
     @property
     def tokenizer(self):
-        """The model's tokenizer (restored from its checkpoint) when a trainer runs both; else the backbone's."""
-        if self._tokenizer is not None:
-            return self._tokenizer
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        if model is not None and hasattr(model, "tokenizer"):
-            return model.tokenizer
-        self._tokenizer = load_tokenizer(self.backbone)
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.backbone)
         return self._tokenizer
 
-    @tokenizer.setter
-    def tokenizer(self, tokenizer) -> None:
-        self._tokenizer = tokenizer
+    @property
+    def usable_max_length(self) -> int:
+        """``max_length`` as the model uses it (cut to what the backbone takes)."""
+        if self._usable_max_length is None:
+            self._usable_max_length = usable_max_length(self.max_length, self.tokenizer, None, self.backbone)
+        return self._usable_max_length
 
     @property
     def num_labels(self) -> int:
@@ -198,7 +205,13 @@ class EmotionDataModule(L.LightningDataModule):
     def cache_path(self) -> Path:
         """The folder of this data + tokenizer + settings; same inputs, same folder."""
         key = json.dumps(
-            [CACHE_FORMAT, self._source_fingerprint(), self._tokenizer_fingerprint(), self.max_length, self.labels]
+            [
+                CACHE_FORMAT,
+                self._source_fingerprint(),
+                self._tokenizer_fingerprint(),
+                self.usable_max_length,
+                self.labels,
+            ]
         )
         return self.cache_dir / hashlib.sha256(key.encode()).hexdigest()[:20]
 
@@ -215,9 +228,15 @@ class EmotionDataModule(L.LightningDataModule):
         # Built in a folder of its own and renamed into place when complete: a run killed mid-way
         # leaves nothing that looks finished, and processes on several nodes sharing the cache
         # cannot mix their files (the first rename wins, the others discard their copy).
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tokenization.remove_abandoned_builds(self.cache_dir)
-        building = tokenization.build_folder(self.cache_dir, target.name)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tokenization.remove_abandoned_builds(self.cache_dir)
+            building = tokenization.build_folder(self.cache_dir, target.name)
+        except OSError as error:
+            raise SettingError(
+                f"cannot keep tokenized data in {self.cache_dir} (data.cache_dir, or $EMOTION_LIGHTNING_CACHE): "
+                f"{error.strerror or error}; give a folder you can write to"
+            ) from None
         try:
             # Rows read from files are streamed into Arrow files, tokenized from there, then removed.
             staging = building / "staging"
@@ -279,19 +298,7 @@ class EmotionDataModule(L.LightningDataModule):
             return texts
         if self.predict_texts is None:
             raise SettingError("Nothing to predict: give --data.predict_file (one text per line) or predict_texts")
-        for position, text in enumerate(self.predict_texts):
-            if not isinstance(text, str):
-                raise TypeError(f"predict_texts[{position}] is a {type(text).__name__}, not a string")
-        return list(self.predict_texts)
-
-    def effective_max_length(self) -> int:
-        """``max_length``, clamped to what the tokenizer's model accepts (with a warning)."""
-        limit = self.tokenizer.model_max_length
-        # Tokenizers without a known limit report a huge sentinel value.
-        if limit < 1_000_000 and self.max_length > limit:
-            rank_zero_warn(f"max_length={self.max_length} is more than {self.backbone} accepts; using {limit}")
-            return limit
-        return self.max_length
+        return sources.check_texts(self.predict_texts)
 
     def tokenization_processes(self, rows: int) -> int:
         """``num_proc`` if given; else one process per CPU (up to 8) for large data, one for small."""
@@ -303,7 +310,7 @@ class EmotionDataModule(L.LightningDataModule):
         """Tokenize a ``datasets.Dataset`` with ``text`` (and ``label``, ``index``) columns."""
         import pyarrow.compute as pc
 
-        max_length = self.effective_max_length()
+        max_length = self.usable_max_length
         encoder, processes = Encoder(self.tokenizer, max_length), self.tokenization_processes(len(rows))
         # A progress bar only for splits worth waiting for, not for a few texts predicted from Python.
         tokenized = tokenization.tokenize(rows, encoder, processes, progress=len(rows) >= 10_000)
@@ -333,13 +340,12 @@ class EmotionDataModule(L.LightningDataModule):
                 seed=seed,
             )
         else:
-            positions = SequentialSampler(dataset)
             done = set(self._already_predicted()) if split == "predict" and self._already_predicted else set()
-            if done:
-                # At least one text is predicted again, so that the run still ends by writing the output.
-                todo = [i for i in range(len(dataset)) if i not in done]
-                positions = todo or [len(dataset) - 1]
-            batches = LengthSortedBatchSampler(positions, self.eval_batch_size, lengths=dataset.lengths)
+            # At least one text is predicted again, so that the run still ends by writing the output.
+            done.discard(len(dataset) - 1)
+            batches = LengthSortedBatchSampler(
+                SequentialSampler(dataset), self.eval_batch_size, lengths=dataset.lengths, skip=done
+            )
         # Only training needs to resume mid-way; evaluation starts over and is deterministic anyway.
         loader_class = ResumableDataLoader if training else DataLoader
         return loader_class(

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
-from emotion_lightning.checkpoints import read_checkpoint, trained_max_length
+from emotion_lightning.checkpoints import read_checkpoint
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.model import EmotionClassifier
@@ -25,17 +27,16 @@ class ExportError(EmotionLightningError, OSError):
     """An export that cannot be written as asked."""
 
 
-def export_huggingface(model: EmotionClassifier, folder: str | Path, max_length: int | None = None) -> Path:
+def export_huggingface(model: EmotionClassifier, folder: str | Path) -> Path:
     """Model, config (with ``id2label``) and tokenizer, loadable by ``transformers.pipeline``.
 
-    ``max_length`` (the length the model was trained with) becomes the tokenizer's ``model_max_length``,
+    The model's ``max_length`` (what it was trained with) becomes the tokenizer's ``model_max_length``,
     so that ``pipeline(..., truncation=True)`` cuts texts where training did.
     """
     folder = Path(folder)
     model.model.save_pretrained(folder)
     tokenizer = model.tokenizer
-    if max_length is not None:
-        tokenizer.model_max_length = min(max_length, tokenizer.model_max_length)
+    tokenizer.model_max_length = model.max_length
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -48,7 +49,10 @@ def export_onnx(model: EmotionClassifier, path: str | Path, opset: int = 17) -> 
     module = model.float().eval().cpu()
     example = model.tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
     dynamic = {0: "batch", 1: "sequence"}
-    with torch.no_grad():
+    # The tracer warns about every Python-level shape check in the transformer's code ("the exported graph
+    # will produce incorrect results"); check_onnx runs the graph on other shapes and proves it instead.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             (example["input_ids"], example["attention_mask"]),
@@ -60,6 +64,24 @@ def export_onnx(model: EmotionClassifier, path: str | Path, opset: int = 17) -> 
             dynamo=False,
         )
     return path
+
+
+def check_onnx(model: EmotionClassifier, path: Path) -> float:
+    """The largest difference between the ONNX graph's logits and the model's, on texts of other lengths and
+    batch sizes than the export traced; an :class:`ExportError` if it is more than rounding."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    texts = ["i feel it", "a longer text than the one the graph was traced with, to check every shape", "ok"]
+    encoded = model.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(encoded["input_ids"], encoded["attention_mask"]).numpy()
+    inputs = {name: encoded[name].numpy() for name in ("input_ids", "attention_mask")}
+    difference = float(np.abs(session.run(None, inputs)[0] - expected).max())
+    if difference > 1e-3:
+        raise ExportError(f"the ONNX graph's logits differ from the checkpoint's by {difference:.2g}; not exported")
+    return difference
 
 
 def _check_target(folder: Path) -> None:
@@ -84,22 +106,35 @@ def main(argv: list[str] | None = None) -> None:
             "--onnx needs the onnx package: pip install 'emotion-lightning[export]' "
             "(or pip install onnx onnxruntime); nothing was written"
         )
-    _check_target(args.folder)
-    checkpoint = read_checkpoint(args.checkpoint)
-    model = EmotionClassifier.from_checkpoint(checkpoint)
-    max_length = trained_max_length(checkpoint)
+    # A link to an (empty) folder: the export goes into the folder it points to.
+    target = args.folder.resolve() if args.folder.is_symlink() else args.folder
+    _check_target(target)
+    model = EmotionClassifier.from_checkpoint(read_checkpoint(args.checkpoint))
     # Written beside the target and renamed into place: a failed export leaves no half-written folder.
-    args.folder.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{args.folder.name}-", dir=args.folder.parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        export_huggingface(model, building, max_length)
+        export_huggingface(model, building)
+        onnx_difference = None
         if args.onnx:
-            export_onnx(model, building / ONNX_FILE_NAME)
-        if args.folder.exists():
-            args.folder.rmdir()  # empty, as checked
-        building.rename(args.folder)
+            onnx_difference = check_onnx(model, export_onnx(model, building / ONNX_FILE_NAME))
+        _permissions_as_umask(building)
+        if target.exists():
+            target.rmdir()  # empty, as checked
+        building.rename(target)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    say(f"Hugging Face model folder: {args.folder}")
-    if args.onnx:
-        say(f"ONNX model: {args.folder / ONNX_FILE_NAME}")
+    files = sorted(path for path in target.iterdir() if path.is_file())
+    listing = "".join(f"\n  {path.name}  {path.stat().st_size / 2**20:.1f} MiB" for path in files)
+    say(f"Exported {args.checkpoint} to {args.folder} (texts cut at {model.max_length} tokens):{listing}")
+    if onnx_difference is not None:
+        say(f"ONNX graph checked against the checkpoint on other text lengths: logits within {onnx_difference:.1g}")
+
+
+def _permissions_as_umask(folder: Path) -> None:
+    """The folder and its files readable as the user's umask says (a temporary folder starts private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~mask)

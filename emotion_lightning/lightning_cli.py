@@ -22,7 +22,7 @@ from emotion_lightning.callbacks import (
     RunSummary,
     check_output_file,
 )
-from emotion_lightning.checkpoints import AtomicCheckpointIO, model_settings, read_checkpoint
+from emotion_lightning.checkpoints import AtomicCheckpointIO, holds_training_state, model_settings, read_checkpoint
 from emotion_lightning.console import say, show_messages
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
@@ -44,9 +44,13 @@ def _as_list(value) -> list:
 class EmotionCLI(LightningCLI):
     """LightningCLI with the model and data linked, run folders, best-checkpoint keeping and prediction output."""
 
+    # The run folder the current fit created: removed again if the fit fails before writing anything in it.
+    last_new_run_folder: Path | None = None
+
     def __init__(self, *args, **kwargs):
         # The --ckpt_path checkpoint, read once: its settings, tokenizer and weights all come from here.
         self.checkpoint: dict | None = None
+        self.checkpoint_path: Path | None = None
         self.precision_note: str | None = None
         super().__init__(*args, **kwargs)
 
@@ -55,6 +59,7 @@ class EmotionCLI(LightningCLI):
         # checkpoint, and the data must then tokenize and label with the same backbone and labels.
         parser.link_arguments("model.backbone", "data.backbone")
         parser.link_arguments("model.labels", "data.labels")
+        parser.link_arguments("model.max_length", "data.max_length")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -78,28 +83,60 @@ class EmotionCLI(LightningCLI):
 
     # -- before anything is built: the checkpoint, the run folder, the inputs ----------------------
 
-    def _parse_ckpt_path(self) -> None:
-        """Read ``--ckpt_path`` once (checked, memory-mapped) and take the model's settings from it."""
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self._read_checkpoint_once()
+
+    def _read_checkpoint_once(self) -> None:
+        """Find and read ``--ckpt_path`` (checked, memory-mapped) and take the model's settings from it.
+
+        Every form (a path, ``last``, ``best``, ``hpc``) goes through :func:`read_checkpoint`; Lightning is
+        then handed the path with the checkpoint already read, so it never opens the file on its own.
+        """
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
         config = self.config[subcommand]
         root = Path(config.trainer.default_root_dir or ".")
-        if subcommand == "fit" and config.ckpt_path == "last":
-            last = runs.last_checkpoint_to_resume(root)
-            if last is None:
-                rank_zero_warn(
-                    f"--ckpt_path last: no run in {root} has a {runs.LAST_CHECKPOINT} yet; starting a new run"
-                )
-            config.ckpt_path = str(last) if last else None
-        if config.get("ckpt_path") in (None, "best", "last", "hpc"):
+        path = self._checkpoint_path(subcommand, config.get("ckpt_path"), root)
+        config.ckpt_path = None  # given back in before_instantiate_classes, once read here
+        if path is None:
             return
-        self.checkpoint = read_checkpoint(config.ckpt_path)
+        self.checkpoint, self.checkpoint_path = read_checkpoint(path), path
+        if subcommand == "fit" and not holds_training_state(self.checkpoint):
+            raise SettingError(
+                f"--ckpt_path {path} holds the weights only ({runs.BEST_CHECKPOINT} is for validate, test, "
+                f"predict and export); resume a run from its {runs.LAST_CHECKPOINT} (--ckpt_path last)"
+            )
         settings = model_settings(self.checkpoint)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
+    def _checkpoint_path(self, subcommand: str, given: str | None, root: Path) -> Path | None:
+        """The checkpoint file ``--ckpt_path`` names: a path, or ``last``/``best`` of the newest run, or ``hpc``."""
+        if given is None:
+            if subcommand == "fit":
+                return None
+            raise SettingError(
+                f"{subcommand} needs a trained model: give --ckpt_path, a checkpoint that fit wrote "
+                f"(<run folder>/{runs.CHECKPOINT_FOLDER}/{runs.BEST_CHECKPOINT}), or `best` / `last` for the "
+                "newest run under trainer.default_root_dir"
+            )
+        if given == "hpc":
+            found = runs.hpc_checkpoint(root)
+        elif given in ("last", "best"):
+            found = runs.newest_checkpoint(root, f"{given}.ckpt")
+        else:
+            return Path(given)
+        if found is None and subcommand == "fit" and given == "last":
+            rank_zero_warn(f"--ckpt_path last: no run in {root} has a {runs.LAST_CHECKPOINT} yet; starting a new run")
+        elif found is None:
+            wanted = "hpc_ckpt_N.ckpt" if given == "hpc" else f"{runs.CHECKPOINT_FOLDER}/{given}.ckpt"
+            raise SettingError(f"--ckpt_path {given}: no {wanted} under trainer.default_root_dir {root}")
+        return found
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        config.ckpt_path = str(self.checkpoint_path) if self.checkpoint_path else None
         precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
         self.precision_note = message
         if message:
@@ -109,13 +146,23 @@ class EmotionCLI(LightningCLI):
             value = config.trainer.get(name)
             if value is not None and value < -1:
                 raise SettingError(f"trainer.{name} must be -1 (no limit) or at least 0, got {value}")
+        if self.subcommand == "predict":
+            check_predict_file(config.data.predict_file)
         folder = self._run_folder(config)
         config.trainer.default_root_dir = str(folder)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(folder / runs.CHECKPOINT_FOLDER)
         if self.subcommand == "predict":
-            check_predict_file(config.data.predict_file)
-            check_output_file(PredictionWriter(config.prediction_writer.output_file).output_path(folder))
+            output = PredictionWriter(config.prediction_writer.output_file).output_path(
+                folder, config.data.predict_file
+            )
+            check_output_file(output, reads=[config.data.predict_file, self.checkpoint_path, *self.config_files])
+            config.prediction_writer.output_file = str(output)
+
+    @property
+    def config_files(self) -> list[Path]:
+        """The config files given with ``-c`` / ``--config``."""
+        return [Path(str(path)) for path in (self.config[self.subcommand].get("config") or [])]
 
     def _run_folder(self, config) -> Path:
         """Where this command writes: a new run folder for fit (or the resumed run's), else beside the checkpoint."""
@@ -124,16 +171,26 @@ class EmotionCLI(LightningCLI):
         if self.subcommand != "fit":
             return checkpoint_run or root
         if checkpoint_run is not None and Path(config.ckpt_path).name == runs.LAST_CHECKPOINT:
-            return checkpoint_run  # resuming: the run continues in its own folder
+            # Resuming: the run continues in its own folder, unless a fit is still writing there.
+            if runs.first_process_of_job() and not runs.lock_run_folder(checkpoint_run):
+                raise SettingError(
+                    f"--ckpt_path {config.ckpt_path}: its run {checkpoint_run} is still being trained by another "
+                    "fit; wait for it to end (or stop it) before resuming"
+                )
+            return checkpoint_run
         try:
-            return runs.shared_new_run_folder(root)
+            folder = runs.shared_new_run_folder(root)
         except OSError as error:
             raise SettingError(f"cannot create a run folder in trainer.default_root_dir {root}: {error}") from None
+        if runs.first_process_of_job():
+            runs.lock_run_folder(folder)
+        EmotionCLI.last_new_run_folder = folder
+        return folder
 
     # -- building ------------------------------------------------------------------------------
 
     def instantiate_trainer(self, **kwargs):
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        trainer_config = self.config_init[self.subcommand]["trainer"]
         if trainer_config.get("logger") in DEFAULT_LOGGER:
             # fit logs metrics.csv into its run folder; evaluating a checkpoint starts no new log.
             run_folder = trainer_config["default_root_dir"]
@@ -165,6 +222,7 @@ class EmotionCLI(LightningCLI):
         if self.checkpoint is not None:
             # The tokenizer the checkpoint was trained with, before the data is tokenized with it.
             self.model.on_load_checkpoint(self.checkpoint)
+        self.datamodule.encode_like(self.model)
 
 
 def run(args: list[str] | None = None) -> EmotionCLI:
@@ -174,14 +232,22 @@ def run(args: list[str] | None = None) -> EmotionCLI:
     show_messages()
     # Given as a list (to drop --verbose, and from tests): LightningCLI's warning about that is for other cases.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return EmotionCLI(
-        EmotionClassifier,
-        EmotionDataModule,
-        seed_everything_default=42,
-        save_config_callback=runs.SaveConfigToRunFolder,
-        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
-        # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
-        trainer_defaults={"enable_model_summary": False},
-        parser_kwargs={"prog": "emotion-lightning"},
-        args=args,
-    )
+    try:
+        return EmotionCLI(
+            EmotionClassifier,
+            EmotionDataModule,
+            seed_everything_default=42,
+            save_config_callback=runs.SaveConfigToRunFolder,
+            save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+            # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
+            trainer_defaults={"enable_model_summary": False},
+            parser_kwargs={"prog": "emotion-lightning"},
+            args=args,
+        )
+    except BaseException:
+        if (folder := EmotionCLI.last_new_run_folder) is not None and runs.first_process_of_job():
+            runs.remove_if_unused(folder)
+        raise
+    finally:
+        EmotionCLI.last_new_run_folder = None
+        runs.release_run_folders()

@@ -18,12 +18,12 @@ from emotion_lightning.backbone import (
     load_tokenizer,
     tokenizer_from_files,
     tokenizer_to_files,
+    usable_max_length,
 )
-from emotion_lightning.checkpoints import model_settings
+from emotion_lightning.checkpoints import TOKENIZER_CHECKPOINT_KEY, model_settings
 from emotion_lightning.data import LABELS
-from emotion_lightning.errors import SettingError
+from emotion_lightning.errors import SettingError, check_at_least
 
-TOKENIZER_CHECKPOINT_KEY = "tokenizer_files"
 # Below this top probability a prediction made under bf16 / fp16 autocast is redone in fp32 (see probabilities).
 REDO_IN_FP32_BELOW = 0.8
 
@@ -38,6 +38,9 @@ class EmotionClassifier(L.LightningModule):
         weight_decay: AdamW weight decay, not applied to biases and LayerNorm weights.
         warmup_ratio: share of the optimizer steps spent warming the learning rate up from 0;
             afterwards it decays linearly to 0.
+        max_length: longest text in tokens; longer ones are truncated. Saved with the model, so that
+            every way of using it (fit, validate, test, predict, ``EmotionPredictor``, export) encodes
+            texts as training did. Cut to what the backbone takes.
         freeze_word_embeddings: keep the word embeddings (half of DistilBERT's or MiniLM's weights) as
             pretrained. Faster steps; changes the recipe, so it is off in configs/reference.yaml.
         compile: ``torch.compile`` the transformer (dynamic shapes): faster steps once compiled, at the
@@ -53,6 +56,7 @@ class EmotionClassifier(L.LightningModule):
         learning_rate: float = 2e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
+        max_length: int = 512,
         freeze_word_embeddings: bool = False,
         compile: bool = False,
         backbone_config: dict | None = None,
@@ -62,6 +66,12 @@ class EmotionClassifier(L.LightningModule):
             raise SettingError(f"model.learning_rate must be more than 0, got {learning_rate}")
         if not 0 <= warmup_ratio < 1:
             raise SettingError(f"model.warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        names = [str(label).strip().lower() for label in labels]
+        if len(names) < 2 or len(set(names)) < len(names) or not all(names):
+            raise SettingError(
+                f"model.labels must be two or more different, non-empty names (case does not count), got {list(labels)}"
+            )
+        check_at_least("model.max_length", max_length, 2, "room for the [CLS] and [SEP] tokens")
         self.save_hyperparameters()
         self.labels = tuple(labels)
         # from_pretrained returns the model in eval mode, which would train without dropout.
@@ -70,6 +80,8 @@ class EmotionClassifier(L.LightningModule):
         if freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self._tokenizer = None
+        self._tokenizer_files = None  # the checkpoint's, once restored from them
+        self._max_length: int | None = None
 
         metrics = MetricCollection(
             {
@@ -107,12 +119,25 @@ class EmotionClassifier(L.LightningModule):
             self._tokenizer = load_tokenizer(self.hparams.backbone)
         return self._tokenizer
 
+    @property
+    def max_length(self) -> int:
+        """The longest text in tokens this model encodes: ``max_length``, cut to what the backbone takes."""
+        if self._max_length is None:
+            positions = getattr(self.model.config, "max_position_embeddings", None)
+            self._max_length = usable_max_length(
+                self.hparams.max_length, self.tokenizer, positions, self.hparams.backbone
+            )
+            # Checkpoints record the length used, so that a model is never cut again with a warning.
+            self.hparams.max_length = self._max_length
+        return self._max_length
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[TOKENIZER_CHECKPOINT_KEY] = tokenizer_to_files(self.tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if TOKENIZER_CHECKPOINT_KEY in checkpoint:
-            self._tokenizer = tokenizer_from_files(checkpoint[TOKENIZER_CHECKPOINT_KEY])
+        files = checkpoint.get(TOKENIZER_CHECKPOINT_KEY)
+        if files is not None and files is not self._tokenizer_files:  # the same checkpoint: restored already
+            self._tokenizer, self._tokenizer_files, self._max_length = tokenizer_from_files(files), files, None
 
     # -- steps ---------------------------------------------------------------------------------
 

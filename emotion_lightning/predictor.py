@@ -12,11 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.precision import MixedPrecision
 
-from emotion_lightning.checkpoints import read_checkpoint, trained_max_length
+from emotion_lightning.backbone import load_tokenizer
+from emotion_lightning.checkpoints import read_checkpoint
 from emotion_lightning.data import EmotionDataModule
+from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import inference_precision
+from emotion_lightning.sources import check_texts
+
+# A folder holds a tokenizer if it has one of these.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+class ExportedModelError(EmotionLightningError, ValueError):
+    """A folder given to ``from_pretrained`` that is not a trained emotion classifier with its tokenizer."""
+
 
 # Inference precisions; "auto" picks fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32.
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -36,21 +48,6 @@ class Prediction:
     truncated: bool = False
 
 
-def check_texts(texts: Sequence[object]) -> list[str]:
-    """The texts as a list, or a clear error naming every position that is not a non-blank string."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
-    texts = list(texts)
-    not_strings = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-    if not_strings:
-        kinds = ", ".join(f"[{i}] {type(texts[i]).__name__}" for i in not_strings[:5])
-        raise TypeError(f"texts must be strings; {len(not_strings)} are not: {kinds}")
-    blank = [i for i, text in enumerate(texts) if not text.strip()]
-    if blank:
-        raise ValueError(f"{len(blank)} texts are empty or only whitespace, at positions {blank[:10]}")
-    return texts
-
-
 class EmotionPredictor:
     """Batched prediction with a trained :class:`EmotionClassifier`.
 
@@ -62,21 +59,20 @@ class EmotionPredictor:
     Args:
         model: the trained model.
         batch_size: texts per forward pass.
-        max_length: longest text in tokens; from the checkpoint (what the model was trained with) when
-            loaded with :meth:`from_checkpoint`.
         precision: ``auto`` (fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32),
             ``32-true``, ``bf16-mixed`` or ``16-mixed``.
     """
 
-    def __init__(self, model: EmotionClassifier, batch_size: int = 64, max_length: int = 512, precision="auto"):
+    def __init__(self, model: EmotionClassifier, batch_size: int = 64, precision="auto"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_at_least("batch_size", batch_size, 1)
         self.model = model.eval()
         self.tokenizer = model.tokenizer
         self.labels = model.labels
         self.batch_size = batch_size
-        # No longer than the model accepts (tokenizers of models without a limit report a huge number).
-        self.max_length = min(max_length, self.tokenizer.model_max_length)
+        # The model's: what it was trained with, cut to what its backbone takes.
+        self.max_length = model.max_length
         self.precision = precision
 
     @classmethod
@@ -87,22 +83,34 @@ class EmotionPredictor:
 
         ``device`` defaults to CUDA when available, else CPU.
         """
-        checkpoint = read_checkpoint(checkpoint_path)
-        model = EmotionClassifier.from_checkpoint(checkpoint)
-        trained_with = trained_max_length(checkpoint)
-        if trained_with is not None:
-            settings.setdefault("max_length", trained_with)
+        model = EmotionClassifier.from_checkpoint(read_checkpoint(checkpoint_path))
         return cls(model.to(_device(device)), **settings)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None, **settings):
-        """Load a model folder as ``emotion-lightning export`` writes it (weights, config with labels, tokenizer)."""
+        """Load a model folder as ``emotion-lightning export`` writes it (weights, config with labels, tokenizer).
+
+        The folder must hold a trained text classifier and its tokenizer: a bare encoder (no trained
+        classification head) or a folder without tokenizer files is refused, not guessed at.
+        """
         from transformers import AutoConfig
 
+        folder = Path(folder)
         config = AutoConfig.from_pretrained(folder)
+        if not any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
+            raise ExportedModelError(
+                f"{folder} holds a {', '.join(config.architectures or ['model'])}, not a trained text classifier "
+                "(no classification head): give a folder that `emotion-lightning export` wrote"
+            )
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ExportedModelError(
+                f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): give a folder that "
+                "`emotion-lightning export` wrote"
+            )
         labels = [config.id2label[i] for i in range(len(config.id2label))]
-        model = EmotionClassifier(backbone=str(folder), labels=labels)
-        settings.setdefault("max_length", model.tokenizer.model_max_length)
+        tokenizer = load_tokenizer(str(folder))
+        # export saves the trained max_length as the tokenizer's model_max_length.
+        model = EmotionClassifier(backbone=str(folder), labels=labels, max_length=tokenizer.model_max_length)
         return cls(model.to(_device(device)), **settings)
 
     @property
@@ -113,8 +121,7 @@ class EmotionPredictor:
         precision = inference_precision(self.device) if self.precision == "auto" else self.precision
         if precision == "32-true":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return MixedPrecision(precision, self.device.type).forward_context()
 
     def predict_probabilities(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities, one row per text in input order (shape: texts x labels)."""
@@ -128,11 +135,9 @@ class EmotionPredictor:
         data = EmotionDataModule(
             backbone=self.model.hparams.backbone,
             labels=self.labels,
-            max_length=self.max_length,
             eval_batch_size=self.batch_size,
             predict_texts=texts,
-        )
-        data.tokenizer = self.tokenizer
+        ).encode_like(self.model)
         data.setup("predict")
         probabilities = torch.empty(len(texts), len(self.labels))
         with self._autocast():

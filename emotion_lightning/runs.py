@@ -7,7 +7,7 @@
             config.yaml            the resolved configuration
             metrics.csv            the logged metrics
             reports/               validate / test reports of this run's checkpoints
-            predictions.csv        predict output of this run's checkpoints
+            predictions/texts.csv  predict output of this run's checkpoints for texts.txt
         version_1/                 the next fit
 
 A new folder is claimed with ``mkdir``, which only one process can win, so runs started at the same
@@ -32,6 +32,9 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 RUN_PREFIX = "version_"
 CHECKPOINT_FOLDER = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "best.ckpt"
+# Held (flock) by the fit that writes into a run folder, for as long as it runs.
+LOCK_FILE = ".fit.lock"
 # Set by the process that claims the folder; the DDP processes that Lightning starts inherit it.
 RUN_FOLDER_VARIABLE = "EMOTION_LIGHTNING_RUN_DIR"
 # How long the other processes of a torchrun / SLURM job wait for the first one's run folder, and how
@@ -71,11 +74,81 @@ def claim_new_run_folder(root: str | Path) -> Path:
 
 def last_checkpoint_to_resume(root: str | Path) -> Path | None:
     """``last.ckpt`` of the newest run under ``root`` that has one."""
+    return newest_checkpoint(root, LAST_CHECKPOINT)
+
+
+def newest_checkpoint(root: str | Path, name: str) -> Path | None:
+    """``checkpoints/<name>`` of the newest run under ``root`` that has one."""
     for folder in reversed(run_folders(root)):
-        last = folder / CHECKPOINT_FOLDER / LAST_CHECKPOINT
-        if last.is_file():
-            return last
+        checkpoint = folder / CHECKPOINT_FOLDER / name
+        if checkpoint.is_file():
+            return checkpoint
     return None
+
+
+def hpc_checkpoint(root: str | Path) -> Path | None:
+    """The newest ``hpc_ckpt_N.ckpt`` in ``root`` (what Lightning saves when SLURM requeues a job)."""
+    numbered = [
+        (int(match.group(1)), path)
+        for path in Path(root).glob("hpc_ckpt_*.ckpt")
+        if (match := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", path.name))
+    ]
+    return max(numbered)[1] if numbered else None
+
+
+# -- one fit per run folder at a time -----------------------------------------------------------
+
+_held_locks: list = []
+
+
+def first_process_of_job() -> bool:
+    """Whether this is the process that owns the run folder (not another DDP process of the same job)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and _global_rank() == 0
+
+
+def lock_run_folder(folder: Path) -> bool:
+    """Mark ``folder`` as written by this process until :func:`release_run_folders`; False if another holds it.
+
+    An advisory ``flock``: the kernel drops it when the process ends, however it ends (SIGKILL too). Where
+    the file system has no locks, every fit is let through.
+    """
+    import fcntl
+
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return False
+    except OSError:
+        pass  # no locking on this file system
+    _held_locks.append(descriptor)
+    return True
+
+
+def release_run_folders() -> None:
+    """Let go of the run folders this process locked (at the end of a command)."""
+    while _held_locks:
+        os.close(_held_locks.pop())
+
+
+# What a fit writes into its folder before it has done anything worth keeping.
+_NOTHING_KEPT = {LOCK_FILE, "config.yaml", "hparams.yaml"}
+
+
+def remove_if_unused(folder: Path) -> bool:
+    """Remove a run folder that a failed fit created and left with nothing of its own (no checkpoint, no
+    metrics): a fit that could not start leaves no empty ``version_N`` behind."""
+    try:
+        names = {path.name for path in folder.iterdir()}
+    except OSError:
+        return False
+    if not names <= _NOTHING_KEPT:
+        return False
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+    folder.rmdir()
+    return True
 
 
 def run_folder_of(checkpoint: str | Path) -> Path | None:

@@ -6,7 +6,7 @@ Both take the index sampler as their first argument: under DDP Lightning swaps i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Collection, Iterator, Sequence, Sized
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
@@ -107,6 +107,10 @@ class LengthSortedBatchSampler(BatchSampler):
     The longest batch comes first, so a batch that does not fit in memory fails at once.
     Consumers restore input order from the ``index`` that every batch carries. Under DDP every
     text is in exactly one process's batches.
+
+    Args:
+        skip: indices left out (a stopped prediction's finished texts). An argument, not a smaller
+            sampler: Lightning rebuilds batch samplers around a sampler of its own for ``predict``.
     """
 
     def __init__(
@@ -115,12 +119,14 @@ class LengthSortedBatchSampler(BatchSampler):
         batch_size: int,
         drop_last: bool = False,
         lengths: Sequence[int] = (),
+        skip: Collection[int] = (),
     ):
         super().__init__(sampler, batch_size, drop_last)
         self.lengths = lengths
+        self.skip = frozenset(skip)
 
     def _indices(self) -> list[int]:
-        return _without_distributed_padding(self.sampler)
+        return [index for index in _without_distributed_padding(self.sampler) if index not in self.skip]
 
     def __iter__(self) -> Iterator[list[int]]:
         ordered = sorted(self._indices(), key=lambda i: self.lengths[i], reverse=True)

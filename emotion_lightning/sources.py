@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from emotion_lightning.errors import DataNotFoundError, EmotionLightningError, SettingError
@@ -37,6 +37,10 @@ def find_split_files(data_dir: str | Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for split, stems in SPLIT_FILE_STEMS.items():
         candidates = [data_dir / f"{stem}{ext}" for stem in stems for ext in FILE_FORMATS]
+        for path in candidates:
+            if path.exists() and not path.is_file():
+                # A FIFO, a device (a link to /dev/zero) or a folder would block or never end.
+                raise DataNotFoundError(f"{path} is not a regular file; the {split} split must be a file")
         present = [path for path in candidates if path.is_file()]
         if len(present) > 1:
             names = ", ".join(path.name for path in present)
@@ -60,15 +64,16 @@ def label_to_id(value: object, labels: Sequence[str], path: Path, line: int) -> 
         raise DataFileError(path, line, "missing label")
     if isinstance(value, bool):
         raise DataFileError(path, line, f"label {value!r} is neither a label name nor an id")
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    # isdecimal, not isdigit: '²' is a digit that int() refuses.
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal()):
         label_id = int(value)
         if 0 <= label_id < len(labels):
             return label_id
         raise DataFileError(path, line, f"label id {label_id} is outside 0..{len(labels) - 1}")
     if isinstance(value, str):
-        name = value.strip().lower()
-        if name in labels:
-            return labels.index(name)
+        lowered = [label.lower() for label in labels]
+        if (name := value.strip().lower()) in lowered:
+            return lowered.index(name)
     raise DataFileError(
         path, line, f"unknown label {value!r}; expected one of {', '.join(labels)} or 0..{len(labels) - 1}"
     )
@@ -91,12 +96,44 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield line_number, line.rstrip("\r\n")
 
 
-def _check_text(text: object, path: Path, line: int) -> str:
+def text_problem(text: object) -> str | None:
+    """Why ``text`` cannot be classified (not a string, or nothing but whitespace); None when it can.
+
+    The one rule for every way texts come in: split files, the predict file, and lists from Python.
+    """
     if not isinstance(text, str):
-        raise DataFileError(path, line, f"text must be a string, got {type(text).__name__}")
+        return f"text must be a string, got {type(text).__name__}"
     if not text.strip():
-        raise DataFileError(path, line, "empty text")
+        return "empty text"
+    return None
+
+
+def _check_text(text: object, path: Path, line: int) -> str:
+    if problem := text_problem(text):
+        raise DataFileError(path, line, problem)
     return text
+
+
+def check_texts(texts: object) -> list[str]:
+    """Texts given from Python as a list, or a clear error naming the positions that are not texts."""
+    if isinstance(texts, str | bytes):
+        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
+    if isinstance(texts, Mapping) or hasattr(texts, "columns"):
+        # Iterating a DataFrame or a dict gives its column names or keys, not its texts.
+        raise TypeError(
+            f"texts must be a list of strings, not a {type(texts).__name__}: pass its text column, "
+            "for example df['text'].tolist()"
+        )
+    texts = list(texts)
+    problems = [(i, problem) for i, text in enumerate(texts) if (problem := text_problem(text))]
+    not_strings = [(i, problem) for i, problem in problems if problem != "empty text"]
+    if not_strings:
+        kinds = ", ".join(f"[{i}] {type(texts[i]).__name__}" for i, _ in not_strings[:5])
+        raise TypeError(f"texts must be strings; {len(not_strings)} are not: {kinds}")
+    if problems:
+        positions = [i for i, _ in problems]
+        raise ValueError(f"{len(positions)} texts are empty or only whitespace, at positions {positions[:10]}")
+    return texts
 
 
 def _semicolon_rows(path: Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]:
@@ -117,7 +154,16 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
         reader = csv.DictReader(f"{line}\n" for _, line in iter_lines(path))
         if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
             raise DataFileError(path, 1, f"CSV header must have columns text and label, got {reader.fieldnames}")
+        if repeated := sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1}):
+            raise DataFileError(path, 1, f"CSV header names a column more than once: {', '.join(repeated)}")
         for row in reader:
+            if None in row:  # more fields than the header has
+                raise DataFileError(
+                    path,
+                    reader.line_num,
+                    f"{len(reader.fieldnames) + len(row[None])} fields, but the header has "
+                    f"{len(reader.fieldnames)} (a text with a comma must be quoted)",
+                )
             yield reader.line_num, row
     elif suffix in (".jsonl", ".json"):
         for line_number, line in iter_lines(path):

@@ -1,4 +1,4 @@
-"""Turn texts into token ids: truncated like the tokenizer does, in worker processes that end with their parent.
+"""Turn texts into token ids, cut by the tokenizer, in worker processes that end with their parent.
 
 Large splits are tokenized by several processes, each on a contiguous shard. The workers die with the
 process that started them, even when it is killed outright (SIGKILL): nothing keeps computing for a run
@@ -26,28 +26,44 @@ BATCH_SIZE = 2000
 FOREIGN_BUILD_SECONDS = 24 * 3600
 
 
-def truncate(ids: list[int], max_length: int) -> list[int]:
-    """Cut token ids to ``max_length``, keeping the closing special token ([SEP]) as the tokenizer does."""
-    if len(ids) <= max_length:
-        return ids
-    return ids[: max_length - 1] + ids[-1:]
+# Texts longer than this many characters per token of max_length are cut (at a space) before tokenizing,
+# once enough of them is known to be truncated: a 20 MB line must not become millions of token ids.
+CHARACTERS_PER_TOKEN = 32
 
 
 class Encoder:
-    """Texts -> truncated token ids, their lengths, and whether each was truncated (a ``datasets.map`` function)."""
+    """Texts -> token ids cut at ``max_length`` by the tokenizer, their lengths, and whether each was cut
+    (a ``datasets.map`` function)."""
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        full = self.tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
-        input_ids = [truncate(ids, self.max_length) for ids in full]
-        return {
-            "input_ids": input_ids,
-            "length": [len(ids) for ids in input_ids],
-            "truncated": [len(ids) > self.max_length for ids in full],
-        }
+        texts, cut = zip(*map(self._beginning, batch["text"]), strict=True) if batch["text"] else ((), ())
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, return_overflowing_tokens=True, verbose=False
+        )
+        # With return_overflowing_tokens, a text that was cut comes back as several rows: the first is kept.
+        input_ids, truncated = [], list(cut)
+        for ids, text_index in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"], strict=True):
+            if text_index < len(input_ids):
+                truncated[text_index] = True
+            else:
+                input_ids.append(ids)
+        return {"input_ids": input_ids, "length": [len(ids) for ids in input_ids], "truncated": truncated}
+
+    def _beginning(self, text: str) -> tuple[str, bool]:
+        """The text, or, for a very long one, a beginning of it (ending at a space) that already holds more
+        than ``max_length`` tokens: the same first tokens, without tokenizing the rest. Says whether it was cut."""
+        limit = self.max_length * CHARACTERS_PER_TOKEN
+        while limit < len(text):
+            end = max(text.rfind(space, 0, limit) for space in " \t\n")
+            beginning = text[: end if end > 0 else limit]
+            if len(self.tokenizer(beginning, add_special_tokens=False, verbose=False)["input_ids"]) > self.max_length:
+                return beginning, True
+            limit *= 4
+        return text, False
 
 
 def tokenize(rows, encoder: Encoder, processes: int = 1, progress: bool = True):

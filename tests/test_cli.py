@@ -59,8 +59,9 @@ def test_test_without_test_split_says_so(fit_args, tmp_path, data_dir):
     for name in ("train.txt", "validation.txt"):
         (no_test / name).write_text((data_dir / name).read_text())
     args = [*fit_args, "--data.data_dir", str(no_test)]
+    run(["fit", *args, "--trainer.max_epochs", "1"])
     with pytest.raises(FileNotFoundError, match="no test split"):
-        run(["test", *args])
+        run(["test", *args, "--ckpt_path", "best"])
 
 
 def test_predict_writes_csv_in_input_order(fit_args, tmp_path):
@@ -109,7 +110,7 @@ def test_predict_file_defaults_to_root_dir(fit_args, tmp_path):
             str(predict_file),
         ]
     )
-    assert (run_folder(tmp_path) / "predictions.csv").is_file()
+    assert (run_folder(tmp_path) / "predictions" / "texts.csv").is_file()
 
 
 def test_cpu_run_falls_back_from_fp16_with_one_log_line(fit_args, caplog):
@@ -138,7 +139,7 @@ def test_predict_from_checkpoint_needs_no_backbone(fit_args, tmp_path, tiny_dist
     predict_file.write_text("i feel glad\ni am scared\n")
     best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
-    with (run_folder(tmp_path) / "predictions.csv").open() as file:
+    with (run_folder(tmp_path) / "predictions" / "texts.csv").open() as file:
         assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
 
 
@@ -194,7 +195,7 @@ def test_predict_file_that_is_not_utf8_names_the_line(fit_args, tmp_path):
     best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     with pytest.raises(DataFileError, match=r"texts.txt, line 2: bytes that are not UTF-8"):
         run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
-    assert not (run_folder(tmp_path) / "predictions.csv").exists()
+    assert not (run_folder(tmp_path) / "predictions" / "texts.csv").exists()
 
 
 def test_predict_file_blank_lines_bom_and_crlf(fit_args, tmp_path):
@@ -203,7 +204,7 @@ def test_predict_file_blank_lines_bom_and_crlf(fit_args, tmp_path):
     predict_file.write_bytes("\ufeffi feel glad\r\n\r\n   \r\ni am scared\r\n".encode())
     best = str(run_folder(tmp_path) / "checkpoints" / "best.ckpt")
     run(["predict", *fit_args, "--ckpt_path", best, "--data.predict_file", str(predict_file)])
-    with (run_folder(tmp_path) / "predictions.csv").open() as file:
+    with (run_folder(tmp_path) / "predictions" / "texts.csv").open() as file:
         assert [row["text"] for row in csv.DictReader(file)] == ["i feel glad", "i am scared"]
 
 
@@ -252,7 +253,7 @@ def test_predict_command_and_predictor_give_the_same_probabilities(fit_args, tmp
         str(predict_file),
     ]
     run(["predict", *fit_args, *settings, "--ckpt_path", str(best)])
-    with (run_folder(tmp_path) / "predictions.csv").open() as file:
+    with (run_folder(tmp_path) / "predictions" / "texts.csv").open() as file:
         rows = list(csv.DictReader(file))
     predictor = EmotionPredictor.from_checkpoint(best, device="cpu", precision="32-true", batch_size=3)
     results = predictor(texts)
@@ -282,3 +283,28 @@ def test_help_and_version_do_not_import_torch():
     code += "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, sorted(sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_model_trained_at_a_short_max_length_is_encoded_alike_by_the_cli_and_the_api(fit_args, tmp_path):
+    import warnings
+
+    from emotion_lightning import EmotionPredictor
+
+    run(["fit", *fit_args, "--model.max_length", "16", "--trainer.max_epochs", "1"])
+    best = run_folder(tmp_path) / "checkpoints" / "best.ckpt"
+    texts = ["i feel glad", " ".join(["sad", "happy", "angry"] * 10)]  # the second is 30 words long
+    predict_file = tmp_path / "texts.txt"
+    predict_file.write_text("".join(f"{text}\n" for text in texts))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = run(["predict", *fit_args, "--ckpt_path", str(best), "--data.predict_file", str(predict_file)])
+        predictor = EmotionPredictor.from_checkpoint(best, device="cpu", precision="32-true")
+        results = predictor(texts)
+    assert not [str(w.message) for w in caught if "max_length" in str(w.message)]
+    assert cli.datamodule.usable_max_length == predictor.max_length == 16
+    assert [len(ids) for ids in cli.datamodule.splits["predict"].table["input_ids"]] == [5, 16]
+    with (run_folder(tmp_path) / "predictions" / "texts.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    for row, result in zip(rows, results, strict=True):
+        for label, probability in result.probabilities.items():
+            assert float(row[f"prob_{label}"]) == pytest.approx(probability, abs=1e-6)

@@ -87,7 +87,7 @@ def test_predict_texts_from_python_keep_their_index(tiny_distilbert, tmp_path):
 
 def test_predict_texts_must_be_strings(tiny_distilbert):
     datamodule = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["fine", 3])
-    with pytest.raises(TypeError, match=r"predict_texts\[1\] is a int"):
+    with pytest.raises(TypeError, match=r"1 are not: \[1\] int"):
         datamodule.setup("predict")
 
 

@@ -48,7 +48,7 @@ def test_unknown_key_in_a_config_file_names_it(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--data.max_length", "1"], r"data.max_length must be an integer of at least 2 \(room for the \[CLS\]"),
+        (["--model.max_length", "1"], r"model.max_length must be an integer of at least 2 \(room for the \[CLS\]"),
         (["--data.batch_size", "0"], "data.batch_size must be an integer of at least 1, got 0"),
         (["--model.learning_rate", "0"], "model.learning_rate must be more than 0, got 0.0"),
         (["--resume.every_n_train_steps", "0"], "resume.every_n_train_steps must be an integer of at least 1"),

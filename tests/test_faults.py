@@ -172,6 +172,9 @@ def test_stopped_predict_keeps_its_rows_and_the_rerun_finishes_the_rest(
     finished = cli_subprocess(*args)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"Continuing a stopped prediction: {kept} of {len(texts)} texts are done" in finished.stderr
+    # Only what was left is predicted (and at most one text again, so that the run ends by writing).
+    predicted_now = int(finished.stderr.split(f"Wrote {len(texts)} predictions to {output} (")[1].split()[0])
+    assert len(texts) - kept <= predicted_now <= len(texts) - kept + 1
     assert output.read_text() == reference.read_text()
     assert not list(tmp_path.glob("out.csv.*"))
 

@@ -54,7 +54,7 @@ def test_short_real_run_learns_and_predicts(short_run, tmp_path):
     texts.write_text("i feel so happy and excited today\ni feel so sad and lonely and miserable\n")
     best = str(folder / "checkpoints" / "best.ckpt")
     run(["predict", *args, "--ckpt_path", best, "--data.predict_file", str(texts)])
-    with (folder / "predictions.csv").open() as file:
+    with (folder / "predictions" / "texts.csv").open() as file:
         labels = [row["label"] for row in csv.DictReader(file)]
     assert labels == ["joy", "sadness"]
 

@@ -8,6 +8,7 @@ val/acc as a run that was never stopped.
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 from pathlib import Path
@@ -25,13 +26,16 @@ def fit(args: list[str], root: Path, *extra: str) -> subprocess.CompletedProcess
     return cli_subprocess("fit", *args, *extra, *fit_logged_run_args(root))
 
 
-def final_state(root: Path) -> tuple[dict, int, float]:
-    """Weights and global step of last.ckpt, and the last val/acc the run logged."""
+def final_state(root: Path) -> tuple[dict, int, float, list[dict]]:
+    """Weights and global step of last.ckpt, the last val/acc the run logged, and every epoch's logged row."""
     checkpoint = torch.load(run_folder(root) / "checkpoints" / "last.ckpt", weights_only=True)
+    with (run_folder(root) / "metrics.csv").open() as file:
+        epoch_rows = [row for row in csv.DictReader(file) if row.get("train/acc") or row.get("val/acc")]
     return (
         checkpoint["state_dict"],
         checkpoint["global_step"],
         logged_metrics(run_folder(root) / "metrics.csv")[-1]["val/acc"],
+        epoch_rows,
     )
 
 
@@ -42,7 +46,7 @@ def resume_args(tiny_distilbert, data_dir) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(resume_args, tmp_path_factory) -> tuple[dict, int, float]:
+def uninterrupted(resume_args, tmp_path_factory) -> tuple[dict, int, float, list[dict]]:
     root = tmp_path_factory.mktemp("uninterrupted")
     done = fit(resume_args, root)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -87,10 +91,12 @@ def test_resumed_run_ends_like_an_uninterrupted_one(case, resume_args, uninterru
     resumed = fit(resume_args, tmp_path, *settings, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    weights, global_step, val_acc = final_state(tmp_path)
-    reference_weights, reference_step, reference_val_acc = uninterrupted
+    weights, global_step, val_acc, epoch_rows = final_state(tmp_path)
+    reference_weights, reference_step, reference_val_acc, reference_rows = uninterrupted
     assert global_step == reference_step == 18
     assert val_acc == reference_val_acc
+    # The epoch's training accuracy and mean loss cover the whole epoch, stopped or not.
+    assert epoch_rows == reference_rows
     assert weights.keys() == reference_weights.keys()
     different = [name for name in weights if not torch.equal(weights[name], reference_weights[name])]
     assert not different, f"weights differ from the uninterrupted run: {different}"
@@ -102,5 +108,5 @@ def test_resume_without_any_checkpoint_starts_from_scratch(resume_args, uninterr
     assert not (run_folder(tmp_path) / "checkpoints" / "last.ckpt").exists()
     resumed = fit(resume_args, tmp_path, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    weights, _, _ = final_state(tmp_path)
+    weights, _, _, _ = final_state(tmp_path)
     assert all(torch.equal(weights[name], uninterrupted[0][name]) for name in weights)

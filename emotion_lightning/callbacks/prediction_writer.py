@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
@@ -25,19 +26,27 @@ from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.tokenization import process_alive
 
-DEFAULT_OUTPUT_NAME = "predictions.csv"
+# Where predict writes by default: <run folder>/predictions/<predict file's name>.csv
+PREDICTIONS_FOLDER = "predictions"
 
 
 class PredictionOutputError(EmotionLightningError, OSError):
     """The prediction output cannot be written where the settings say."""
 
 
-def check_output_file(path: Path) -> None:
-    """Fail now, before any prediction, if ``path`` cannot become the output file."""
+def check_output_file(path: Path, reads: Iterable[str | Path | None] = ()) -> None:
+    """Fail now, before any prediction, if ``path`` cannot become the output file, or is a file the command
+    reads (the texts, the checkpoint, a config): the output would replace it."""
     if path.is_dir():
         raise PredictionOutputError(
-            f"prediction_writer.output_file {path} is a folder; give a file name, such as {path / DEFAULT_OUTPUT_NAME}"
+            f"prediction_writer.output_file {path} is a folder; give a file name, such as {path / 'predictions.csv'}"
         )
+    for read in filter(None, reads):
+        if path.exists() and Path(read).exists() and os.path.samefile(path, read):
+            raise PredictionOutputError(
+                f"prediction_writer.output_file {path} is {read}, which predict reads; writing there would "
+                "replace it: give another file name"
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
@@ -46,9 +55,9 @@ def check_output_file(path: Path) -> None:
         raise PredictionOutputError(f"cannot write predictions to {path}: {error.strerror or error}") from None
 
 
-def _job_fingerprint(texts: list[str], model: L.LightningModule) -> str:
-    """What a part file's rows depend on: the texts and the model's weights."""
-    digest = hashlib.sha256()
+def _job_fingerprint(texts: list[str], model: L.LightningModule, max_length: int | None) -> str:
+    """What a part file's rows depend on: the texts, where they are cut, and the model's weights."""
+    digest = hashlib.sha256(f"max_length={max_length}\0".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
     for name, tensor in model.state_dict().items():
@@ -86,8 +95,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` results to ``output_file`` (CSV: text, label, score, one column per class).
 
     Args:
-        output_file: where the CSV goes; default ``predictions.csv`` in the trainer's
-            ``default_root_dir`` (the run folder of the checkpoint).
+        output_file: where the CSV goes; default ``predictions/<predict file's name>.csv`` in the
+            trainer's ``default_root_dir`` (the run folder of the checkpoint), never replacing an earlier one.
     """
 
     def __init__(self, output_file: str | None = None):
@@ -99,8 +108,16 @@ class PredictionWriter(BasePredictionWriter):
         self._fingerprint: str | None = None
         self._earlier_rows: dict[int, list] = {}
 
-    def output_path(self, root: str | Path) -> Path:
-        return Path(self.output_file) if self.output_file else Path(root) / DEFAULT_OUTPUT_NAME
+    def output_path(self, root: str | Path, predict_file: str | Path | None = None) -> Path:
+        """``output_file``, else ``<root>/predictions/<predict file's name>.csv``, numbered (``-2``, ``-3``...)
+        where an earlier prediction already finished there: a default output never replaces another."""
+        if self.output_file:
+            return Path(self.output_file)
+        stem = Path(predict_file).stem if predict_file else "predictions"
+        folder, number = Path(root) / PREDICTIONS_FOLDER, 1
+        while (candidate := folder / (f"{stem}.csv" if number == 1 else f"{stem}-{number}.csv")).exists():
+            number += 1
+        return candidate
 
     def _stopped_parts(self, output: Path) -> list[Path]:
         """Part files of earlier runs into ``output`` whose process is gone (stopped or killed)."""
@@ -109,7 +126,7 @@ class PredictionWriter(BasePredictionWriter):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        output = self.output_path(trainer.default_root_dir)
+        output = self.output_path(trainer.default_root_dir, getattr(trainer.datamodule, "predict_file", None))
         check_output_file(output)
         # One name for this run's parts on every process: runs into the same output never share a part.
         self._run_name = trainer.strategy.broadcast(f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -124,7 +141,7 @@ class PredictionWriter(BasePredictionWriter):
     def _continue_stopped_runs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> set[int]:
         """The input positions that stopped runs of this same job (texts and weights) already predicted."""
         texts = trainer.datamodule.predict_texts_in_order()
-        self._fingerprint = _job_fingerprint(texts, pl_module)
+        self._fingerprint = _job_fingerprint(texts, pl_module, getattr(trainer.datamodule, "max_length", None))
         self._earlier_rows = self._rows_of_stopped_runs(self._output)
         if self._earlier_rows:
             say(f"Continuing a stopped prediction: {len(self._earlier_rows)} of {len(texts)} texts are done")
@@ -183,12 +200,15 @@ class PredictionWriter(BasePredictionWriter):
             say(f"The {done} predictions made before the error are kept in {self._part_path}")
 
     def _merge_parts(self, trainer: L.Trainer, labels) -> None:
-        output = self.output_path(trainer.default_root_dir)
+        output = self._output
         this_run = [self._part_of_rank(output, rank) for rank in range(trainer.world_size)]
         rows = dict(self._earlier_rows)
+        predicted_now = set()
         for path in this_run:
             # A distributed sampler repeats a few inputs to even out the ranks: keep one of each.
-            rows.update(read_part(path)[1])
+            part_rows = read_part(path)[1]
+            predicted_now.update(part_rows)
+            rows.update(part_rows)
         partial = output.with_name(f"{output.name}.{self._run_name}.writing")
         with partial.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
@@ -205,4 +225,5 @@ class PredictionWriter(BasePredictionWriter):
         ]
         for path in finished:
             path.unlink(missing_ok=True)
-        say(f"Wrote {len(rows)} predictions to {output}")
+        continued = f" ({len(predicted_now)} predicted by this run)" if self._earlier_rows else ""
+        say(f"Wrote {len(rows)} predictions to {output}{continued}")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torchmetrics import Metric
 
 from emotion_lightning.console import say
 from emotion_lightning.errors import check_at_least
@@ -37,6 +38,26 @@ def _set_random_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _metric_states(module: L.LightningModule) -> dict[str, dict]:
+    """What the model's metrics have accumulated so far in this epoch (torchmetrics keep it out of checkpoints)."""
+    states = {}
+    for name, metric in module.named_modules():
+        if isinstance(metric, Metric):
+            metric.persistent(True)
+            states[name] = metric.state_dict()
+            metric.persistent(False)
+    return states
+
+
+def _set_metric_states(module: L.LightningModule, states: dict[str, dict]) -> None:
+    metrics = dict(module.named_modules())
+    for name, state in states.items():
+        if isinstance(metric := metrics.get(name), Metric):
+            metric.persistent(True)
+            metric.load_state_dict(state)
+            metric.persistent(False)
+
+
 def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The trainer's first ``ModelCheckpoint`` (``trainer.checkpoint_callback`` may be a ``ResumeCheckpoint``)."""
     return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -54,8 +75,9 @@ class ResumeCheckpoint(Checkpoint):
       finished, ``last.ckpt`` is saved and the process exits with status 143.
     - With ``every_n_train_steps``, ``last.ckpt`` is also saved that often, so that a process
       killed without warning (SIGKILL, out of memory) loses at most that many steps.
-    - Checkpoints carry the random state (dropout) and the position in the epoch (the data
-      loader's), so a resumed run trains on the same batches with the same dropout masks.
+    - Checkpoints carry the random state (dropout), the position in the epoch (the data loader's)
+      and what the metrics have summed up in the epoch so far, so a resumed run trains on the same
+      batches with the same dropout masks and logs the epoch's accuracy and mean loss over all of it.
 
     Args:
         every_n_train_steps: save ``last.ckpt`` every this many optimizer steps; None: only at
@@ -70,8 +92,10 @@ class ResumeCheckpoint(Checkpoint):
         self.save_on_sigterm = save_on_sigterm
         self._trainer: L.Trainer | None = None
         self._random_state_to_restore: dict | None = None
+        self._metric_states_to_restore: dict | None = None
         self._train_loader_state_to_restore: dict | None = None
         self._save_at_epoch_end = False
+        self._saving_at_epoch_end = False
 
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:
@@ -97,6 +121,9 @@ class ResumeCheckpoint(Checkpoint):
 
     def state_dict(self) -> dict:
         state = {"random_state": _random_state()}
+        if not self._saving_at_epoch_end and self._trainer is not None and self._trainer.lightning_module is not None:
+            # Mid-epoch only: at an epoch's end the metrics hold the finished epoch, which the next one must not add to.
+            state["metric_states"] = _metric_states(self._trainer.lightning_module)
         # Lightning would keep a resumable loader's position itself, but skips restoring it when
         # the optimizer setup has already loaded the data (estimated_stepping_batches): kept here.
         if (loader := self._train_loader()) is not None:
@@ -105,6 +132,7 @@ class ResumeCheckpoint(Checkpoint):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._random_state_to_restore = state_dict.get("random_state")
+        self._metric_states_to_restore = state_dict.get("metric_states")
         self._train_loader_state_to_restore = state_dict.get("train_loader")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -118,6 +146,9 @@ class ResumeCheckpoint(Checkpoint):
         if self._random_state_to_restore is not None:
             _set_random_state(self._random_state_to_restore)
             self._random_state_to_restore = None
+        if self._metric_states_to_restore is not None:
+            _set_metric_states(pl_module, self._metric_states_to_restore)
+            self._metric_states_to_restore = None
 
     # -- saving --------------------------------------------------------------------------------
 
@@ -133,8 +164,11 @@ class ResumeCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._save_at_epoch_end:
-            self._save_at_epoch_end = False
-            self._save_last(trainer)
+            self._save_at_epoch_end, self._saving_at_epoch_end = False, True
+            try:
+                self._save_last(trainer)
+            finally:
+                self._saving_at_epoch_end = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
