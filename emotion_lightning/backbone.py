@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
+import socket
 import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -62,13 +65,36 @@ def _not_found(name: str, error: Exception) -> BackboneNotFoundError:
     )
 
 
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (one short connection, once per process).
+
+    Without this, a download from an unreachable Hub is retried for most of a minute before it fails.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _source(name: str) -> tuple[str, dict]:
+    """Where to load ``name`` from, and whether only the local Hugging Face cache may be asked."""
+    source = resolve_backbone(name)
+    local = Path(source).is_dir() or not hub_reachable()
+    return source, {"local_files_only": True} if local else {}
+
+
 def load_tokenizer(name: str):
     """The backbone's own tokenizer (a fast one where available)."""
     from transformers import AutoTokenizer
 
-    source = resolve_backbone(name)
+    source, where = _source(name)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, **where)
     except OSError as error:
         raise _not_found(name, error) from error
 
@@ -111,9 +137,10 @@ def build_classifier(name: str, labels: Sequence[str], config: dict | None = Non
         return AutoModelForSequenceClassification.from_config(
             backbone_config, attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE
         )
+    source, where = _source(name)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            resolve_backbone(name), attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE, **_label_maps(labels)
+            source, attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE, **where, **_label_maps(labels)
         )
     except OSError as error:
         raise _not_found(name, error) from error

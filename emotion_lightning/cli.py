@@ -57,6 +57,11 @@ def main(args: list[str] | None = None) -> None:
     if given[0] == "--version":
         print(f"{PROG} {__version__}")
         return
+    if given[0] == "--print_config":
+        sys.exit(
+            f"{PROG}: error: --print_config goes after a subcommand, "
+            f"for example: {PROG} fit -c configs/reference.yaml --print_config"
+        )
     if "--verbose" in given:
         given.remove("--verbose")
     else:

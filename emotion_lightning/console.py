@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from lightning_utilities.core.rank_zero import rank_zero_only
 
@@ -23,6 +24,9 @@ NOISE_WARNINGS = (
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The '\w+_dataloader' does not have many workers",
     r"Checkpoint directory .* exists and is not empty",
+    r"Experiment logs directory .* exists and is not empty",
+    # The fit summary says why there is no best checkpoint when no validation ran.
+    r"`?ModelCheckpoint\(monitor=.*\)`? could not find the monitored key",
     r"Precision .* is not supported by the model summary",
     r"You are using a CUDA device .* that has Tensor Cores",
     r".*TensorBoardX|.*tensorboardX",
@@ -35,14 +39,34 @@ def say(message: str) -> None:
     log.info(message)
 
 
+class _MessageLines(logging.StreamHandler):
+    """The package's messages on stderr (whatever stream ``sys.stderr`` is when they are said), one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def show_messages() -> None:
     """Print the package's messages on stderr, one line each (the command line's setting)."""
-    if not any(getattr(handler, "_emotion_lightning", False) for handler in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(handler, _MessageLines) for handler in log.handlers):
+        handler = _MessageLines(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._emotion_lightning = True
         log.addHandler(handler)
     log.setLevel(logging.INFO)
+
+
+_PACKAGE_FOLDER = str(Path(__file__).parent)
+
+
+def _one_line_for_ours(library_format):
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        """The package's own warnings as one plain line; the libraries' as they show them (with where from)."""
+        if str(filename).startswith(_PACKAGE_FOLDER):
+            return f"warning: {message}\n"
+        return library_format(message, category, filename, lineno, line)
+
+    return format_warning
 
 
 def quiet_libraries() -> None:
@@ -58,3 +82,4 @@ def quiet_libraries() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.formatwarning = _one_line_for_ours(warnings.formatwarning)

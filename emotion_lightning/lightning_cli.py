@@ -9,6 +9,7 @@ from pathlib import Path
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -53,6 +54,13 @@ class EmotionCLI(LightningCLI):
         self.checkpoint_path: Path | None = None
         self.precision_note: str | None = None
         super().__init__(*args, **kwargs)
+
+    def add_core_arguments_to_parser(self, parser) -> None:
+        # The package's own settings first in `fit --help`, the Trainer's eighty after them.
+        parser.add_lightning_class_args(EmotionClassifier, "model")
+        parser.add_lightning_class_args(EmotionDataModule, "data")
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 
     def add_arguments_to_parser(self, parser) -> None:
         # The model is the source of truth: `--ckpt_path` restores the model's arguments from the
@@ -191,10 +199,14 @@ class EmotionCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self.config_init[self.subcommand]["trainer"]
-        if trainer_config.get("logger") in DEFAULT_LOGGER:
+        logger = trainer_config.get("logger")
+        if logger in DEFAULT_LOGGER:
             # fit logs metrics.csv into its run folder; evaluating a checkpoint starts no new log.
             run_folder = trainer_config["default_root_dir"]
             kwargs["logger"] = runs.RunMetricsLogger(run_folder) if self.subcommand == "fit" else False
+        elif logger is not False and self.subcommand == "fit":
+            # With W&B (or any logger) the run folder still gets its metrics.csv.
+            kwargs["logger"] = [*_as_list(logger), runs.RunMetricsLogger(trainer_config["default_root_dir"])]
         # Progress: a rich bar in a terminal, lines in a log file; unless turned off or brought by the config.
         configured = _as_list(trainer_config.get("callbacks"))
         extra = [] if self.subcommand != "fit" else [RunSummary()]
@@ -216,6 +228,12 @@ class EmotionCLI(LightningCLI):
             if isinstance(callback, runs.SaveConfigToRunFolder) and self.precision_note:
                 callback.notes.append(f"trainer.precision: {self.precision_note}")
         return trainer
+
+    def after_fit(self) -> None:
+        # Ended here rather than when Python exits: W&B's closing lines are then plain text in a log file.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()

@@ -21,6 +21,7 @@ from emotion_lightning.backbone import (
     usable_max_length,
 )
 from emotion_lightning.checkpoints import TOKENIZER_CHECKPOINT_KEY, model_settings
+from emotion_lightning.compat import divide_gradients_in_step, forget_gradient_divisor, step_divides_gradients
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
 
@@ -228,7 +229,7 @@ class EmotionClassifier(L.LightningModule):
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(self.hparams.warmup_ratio * total_steps), total_steps
         )
-        optimizer.register_step_post_hook(_remove_clip_factor)
+        optimizer.register_step_post_hook(forget_gradient_divisor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -244,8 +245,7 @@ class EmotionClassifier(L.LightningModule):
         ``grad_scale`` anyway (the GradScaler's protocol), so scaling them down costs no extra pass
         over 22.7M gradients. The factor is ``clip_grad_norm_``'s: ``min(1, max_norm / (norm + 1e-6))``.
         """
-        handles_unscaling = getattr(optimizer, "_step_supports_amp_scaling", False)
-        if not gradient_clip_val or not handles_unscaling:
+        if not gradient_clip_val or not step_divides_gradients(optimizer):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         precision = self.trainer.precision_plugin
@@ -258,12 +258,5 @@ class EmotionClassifier(L.LightningModule):
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(gradients, foreach=True)
         clip_factor = torch.clamp(gradient_clip_val / (norm + 1e-6), max=1.0)
-        optimizer.grad_scale = 1.0 / clip_factor  # read by the fused step
         # After the step the GradScaler removes it; without one, the step's post hook (configure_optimizers).
-        optimizer.remove_grad_scale_after_step = scaler is None
-
-
-def _remove_clip_factor(optimizer, args, kwargs) -> None:
-    """The clipping factor given to a fused step is for that step only."""
-    if optimizer.__dict__.pop("remove_grad_scale_after_step", False):
-        optimizer.__dict__.pop("grad_scale", None)
+        divide_gradients_in_step(optimizer, 1.0 / clip_factor, once=scaler is None)

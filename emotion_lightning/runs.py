@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import re
 import time
@@ -32,6 +33,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 RUN_PREFIX = "version_"
 CHECKPOINT_FOLDER = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+METRICS_FILE = "metrics.csv"
+WANDB_LINK_FILE = "wandb.json"
 BEST_CHECKPOINT = "best.ckpt"
 # Held (flock) by the fit that writes into a run folder, for as long as it runs.
 LOCK_FILE = ".fit.lock"
@@ -202,28 +205,27 @@ def _wait_for_pointer(pointer: Path) -> str:
     return pointer.read_text().strip()
 
 
-class _ContinuingWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` (a resumed run's) is continued, not deleted."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = next(csv.reader(file), [])
-
-
 class RunMetricsLogger(CSVLogger):
     """``metrics.csv`` (and ``hparams.yaml``) directly in a run folder; a resumed run adds to its own file."""
 
     def __init__(self, run_folder: str | Path):
         super().__init__(str(run_folder), name="", version="")
+        self._continued = False
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.log_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
+        if self._continued:
+            return super().experiment
+        # Lightning's writer starts metrics.csv afresh: a resumed run's rows are put back, and its header kept.
+        metrics = Path(self.log_dir) / METRICS_FILE
+        earlier = metrics.read_bytes() if metrics.is_file() else b""
+        writer = super().experiment
+        if earlier:
+            metrics.write_bytes(earlier)
+            writer.metrics_keys = next(csv.reader([earlier.decode().partition("\n")[0]]), [])
+        self._continued = True
+        return writer
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
@@ -247,3 +249,19 @@ class SaveConfigToRunFolder(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_hyperparams(self.config.as_dict())
+                if stage == "fit" and trainer.is_global_zero:
+                    link_wandb_run(logger.experiment, Path(trainer.default_root_dir))
+
+
+def link_wandb_run(wandb_run, run_folder: Path) -> None:
+    """The run folder and the W&B run name each other: the folder's path in the W&B run's config, the W&B run's
+    id, name, local files and page in ``<run folder>/wandb.json``."""
+    wandb_run.config.update({"run_folder": str(run_folder.resolve())}, allow_val_change=True)
+    link = {
+        "id": wandb_run.id,
+        "name": wandb_run.name,
+        "project": wandb_run.project,
+        "local_files": str(Path(wandb_run.dir).parent.resolve()),
+        "url": wandb_run.url,
+    }
+    (run_folder / WANDB_LINK_FILE).write_text(json.dumps(link, indent=2) + "\n")

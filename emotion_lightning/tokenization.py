@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import multiprocessing
 import os
 import re
@@ -18,6 +17,7 @@ import signal
 import socket
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 # Batch of texts handed to the tokenizer at once.
@@ -79,10 +79,9 @@ def tokenize(rows, encoder: Encoder, processes: int = 1, progress: bool = True):
 
 
 def _map(rows, encoder: Encoder, **settings):
-    # The fingerprint is given, not computed: datasets would hash the whole tokenizer on every call
-    # (a third of a second), and the result is cached by the data module under its own key anyway.
-    fingerprint = hashlib.sha256(f"{rows._fingerprint}:{encoder.max_length}:{id(encoder)}".encode()).hexdigest()
-    return rows.map(encoder, batched=True, batch_size=BATCH_SIZE, new_fingerprint=fingerprint[:32], **settings)
+    # A fresh fingerprint, not a computed one: datasets would hash the whole tokenizer on every call (a third
+    # of a second), and the result is cached by the data module under its own key anyway.
+    return rows.map(encoder, batched=True, batch_size=BATCH_SIZE, new_fingerprint=uuid.uuid4().hex, **settings)
 
 
 @contextlib.contextmanager

@@ -39,29 +39,35 @@ class FallbackWandbLogger(WandbLogger):
     """
 
     def __init__(self, *args, init_timeout: float = 30.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_timeout = init_timeout
-        mode = os.environ.get("WANDB_MODE", "")
-        if not self._offline and mode not in OFFLINE_MODES and not wandb_api_key_available():
+        import wandb
+
+        kwargs.setdefault("settings", wandb.Settings(init_timeout=init_timeout))
+        self.offline_from_start = bool(kwargs.get("offline")) or kwargs.get("mode") in OFFLINE_MODES
+        asks_online = not self.offline_from_start and os.environ.get("WANDB_MODE", "") not in OFFLINE_MODES
+        if asks_online and not wandb_api_key_available():
             say("W&B: no API key found, logging offline; upload later with `wandb sync wandb/offline-run-*`")
-            self._wandb_init["mode"] = "offline"
+            kwargs["mode"], self.offline_from_start = "offline", True
+        super().__init__(*args, **kwargs)
 
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is not None:
-            return self._experiment
-        import wandb
-
-        self._wandb_init.setdefault("settings", wandb.Settings(init_timeout=self._init_timeout))
         try:
             return super().experiment
         except Exception as error:  # wandb raises several kinds (CommError, UsageError, timeouts)
-            if self._wandb_init.get("mode") == "offline":
+            if self.offline_from_start or os.environ.get("WANDB_MODE", "") in OFFLINE_MODES:
                 raise
             rank_zero_warn(
                 f"W&B could not be reached ({type(error).__name__}: {error}); logging offline instead. "
                 "Upload later with `wandb sync wandb/offline-run-*`."
             )
-            self._wandb_init["mode"] = "offline"
+        # wandb.init takes the mode from the environment when it is not given.
+        earlier = os.environ.get("WANDB_MODE")
+        os.environ["WANDB_MODE"] = "offline"
+        try:
             return super().experiment
+        finally:
+            if earlier is None:
+                os.environ.pop("WANDB_MODE", None)
+            else:
+                os.environ["WANDB_MODE"] = earlier

@@ -55,6 +55,12 @@ def test_offline_run_records_metrics_media_config_and_model(fit_args, tmp_path, 
     assert any("wandb/confusion_matrix" in json.dumps(value) for value in charts.values()), list(recorded["config"])
     assert recorded["summary"]["best/val_acc"] == pytest.approx(float(cli.trainer.checkpoint_callback.best_model_score))
     assert recorded["summary"]["best/epoch"] in (0, 1)
+    # The run folder and the W&B run name each other, and the run folder keeps its own metrics.csv.
+    folder = run_folder(tmp_path)
+    link = json.loads((folder / "wandb.json").read_text())
+    assert run_dir.name.endswith(link["id"]) and Path(link["local_files"]) == run_dir.resolve()
+    assert recorded["config"]["run_folder"] == str(folder.resolve())
+    assert "val/acc" in (folder / "metrics.csv").read_text().splitlines()[0]
     models = [artifact for artifact in recorded["artifacts"] if artifact["type"] == "model"]
     assert models and {"best", "latest"} <= set(models[0]["aliases"]), recorded["artifacts"]
     assert models[0]["files"] == ["model.ckpt"]
@@ -82,4 +88,30 @@ def test_no_api_key_means_offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     logger = FallbackWandbLogger(project="p", save_dir=str(tmp_path))
-    assert logger._wandb_init["mode"] == "offline"
+    assert logger.offline_from_start
+    assert logger.experiment.offline
+    logger.experiment.finish()
+
+
+@pytest.mark.slow
+def test_a_logged_run_leaves_no_hidden_checkpoint_copy_and_a_plain_log(fit_args, tmp_path):
+    data_dir = tmp_path / "wandb-data"
+    args = wandb_args(fit_args, tmp_path)
+    done = cli_subprocess_with_env({"WANDB_MODE": "offline", "WANDB_DATA_DIR": str(data_dir)}, "fit", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "\x1b" not in done.stderr, "terminal escape codes in a log written to a file"
+    assert "wandb sync" in done.stderr
+    best = run_folder(tmp_path) / "checkpoints" / "best.ckpt"
+    staged = [path for path in data_dir.rglob("*") if path.is_file()]
+    assert all(path.stat().st_size < best.stat().st_size / 10 for path in staged), staged
+
+
+def cli_subprocess_with_env(environment: dict, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, **environment, "PYTHONPATH": tests}
+    command = [sys.executable, "-m", "emotion_lightning", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -74,7 +74,8 @@ class LineProgress(ProgressBar):
 
 
 class RunSummary(Callback):
-    """At the end of ``fit``: the best checkpoint and its score, the last checkpoint, and the wall time.
+    """Where a ``fit`` writes, said when it starts (and from where it resumes); at its end, what it kept: the
+    best checkpoint and its score (or why there is none), the last checkpoint, the run folder's size, the time.
 
     Args:
         started: ``time.monotonic()`` when the run started; default when the command started.
@@ -83,12 +84,29 @@ class RunSummary(Callback):
     def __init__(self, started: float = COMMAND_STARTED):
         self._started = started
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step:
+            epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+            say(
+                f"Resuming run folder {trainer.default_root_dir} at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch + 1}{epochs})"
+            )
+        else:
+            say(f"Run folder {trainer.default_root_dir}")
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        lines = [f"Fit finished in {duration(time.monotonic() - self._started)}; run folder {trainer.default_root_dir}"]
+        folder = Path(trainer.default_root_dir)
+        size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
+        lines = [f"Fit finished in {duration(time.monotonic() - self._started)}; run folder {folder} ({size:.1f} MiB)"]
         best = model_checkpoint(trainer)
         if best is not None and best.best_model_path:
             lines.append(
                 f"  best checkpoint: {best.best_model_path} ({best.monitor} {float(best.best_model_score):.4f})"
+            )
+        elif best is not None:
+            lines.append(
+                f"  no best checkpoint: {best.monitor} was never measured (no validation ran before the run ended "
+                f"at step {trainer.global_step}); the last checkpoint holds the weights"
             )
         last = ResumeCheckpoint.last_checkpoint_path(trainer)
         if Path(last).is_file():

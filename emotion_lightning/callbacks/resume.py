@@ -83,19 +83,25 @@ class ResumeCheckpoint(Checkpoint):
         every_n_train_steps: save ``last.ckpt`` every this many optimizer steps; None: only at
             validation ends (the checkpoint callback) and on SIGTERM.
         save_on_sigterm: save ``last.ckpt`` when the process receives SIGTERM.
+        keep_last_after_fit: keep ``last.ckpt`` (weights and optimizer state: three times ``best.ckpt``) once
+            the fit has finished; false removes it then, where a ``best.ckpt`` holds the weights.
     """
 
-    def __init__(self, every_n_train_steps: int | None = None, save_on_sigterm: bool = True):
+    def __init__(
+        self, every_n_train_steps: int | None = None, save_on_sigterm: bool = True, keep_last_after_fit: bool = True
+    ):
         if every_n_train_steps is not None:
             check_at_least("resume.every_n_train_steps", every_n_train_steps, 1, "or null for none")
         self.every_n_train_steps = every_n_train_steps
         self.save_on_sigterm = save_on_sigterm
+        self.keep_last_after_fit = keep_last_after_fit
         self._trainer: L.Trainer | None = None
         self._random_state_to_restore: dict | None = None
         self._metric_states_to_restore: dict | None = None
         self._train_loader_state_to_restore: dict | None = None
         self._save_at_epoch_end = False
         self._saving_at_epoch_end = False
+        self._saved_at_step: int | None = None
 
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:
@@ -108,6 +114,7 @@ class ResumeCheckpoint(Checkpoint):
     def _save_last(self, trainer: L.Trainer) -> Path:
         path = self.last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
+        self._saved_at_step = trainer.global_step
         return path
 
     # -- random state --------------------------------------------------------------------------
@@ -172,6 +179,14 @@ class ResumeCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save_last(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best = model_checkpoint(trainer)
+        if not self.keep_last_after_fit and best is not None and best.best_model_path:
+            self.last_checkpoint_path(trainer).unlink(missing_ok=True)
+        elif trainer.global_step and self._saved_at_step != trainer.global_step:
+            # A run that ends between validations (max_steps, max_time) still keeps what it trained.
             self._save_last(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

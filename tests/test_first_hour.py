@@ -1,0 +1,119 @@
+"""What a newcomer meets in a first hour: every fit says where it writes and what it kept, exports say what they
+wrote and can be read by others, an unreachable Hub fails at once, and nothing is left behind by a failed run."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emotion_lightning.cli import main
+from emotion_lightning.runs import run_folders
+from tests.conftest import run_folder
+
+
+def messages(capsys) -> list[str]:
+    return capsys.readouterr().err.splitlines()
+
+
+def test_a_fit_without_validation_keeps_its_weights_and_says_so(fit_args, tmp_path, capsys):
+    main(["fit", *fit_args, "--trainer.max_steps", "2"])
+    printed = messages(capsys)
+    folder = run_folder(tmp_path)
+    assert printed.index(f"Run folder {folder}") < next(i for i, line in enumerate(printed) if "Fit finished" in line)
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and not (folder / "checkpoints" / "best.ckpt").exists()
+    assert any(
+        line.startswith("  no best checkpoint: val/acc was never measured (no validation ran before the run ended at")
+        for line in printed
+    )
+    assert not any("could not find the monitored key" in line for line in printed)
+
+
+def test_the_summary_gives_the_run_folder_size_and_last_can_be_left_out(fit_args, tmp_path, capsys):
+    main(["fit", *fit_args, "--resume.keep_last_after_fit", "false"])
+    folder = run_folder(tmp_path)
+    (summary,) = [line for line in messages(capsys) if line.startswith("Fit finished in ")]
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
+    assert summary.endswith(f"run folder {folder} ({size:.1f} MiB)")
+    assert (folder / "checkpoints" / "best.ckpt").is_file()
+    assert not (folder / "checkpoints" / "last.ckpt").exists()
+
+
+def test_the_package_warnings_are_one_plain_line():
+    import warnings
+
+    import emotion_lightning.model
+    from emotion_lightning.console import quiet_libraries
+
+    quiet_libraries()  # what the command line does first
+    ours = warnings.formatwarning("texts are cut at 64", UserWarning, emotion_lightning.model.__file__, 128)
+    assert ours == "warning: texts are cut at 64\n"
+    theirs = warnings.formatwarning("something", UserWarning, warnings.__file__, 10)
+    assert warnings.__file__ in theirs
+
+
+def test_export_says_what_it_wrote_and_others_can_read_it(tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "exported"
+    mask = os.umask(0o022)
+    try:
+        main(["export", str(tiny_checkpoint), str(folder), "--onnx"])
+    finally:
+        os.umask(mask)
+    printed = capsys.readouterr()
+    lines = printed.err.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("Exported ")) :]
+    assert lines[0] == f"Exported {tiny_checkpoint} to {folder} (texts cut at 64 tokens):"
+    listed = {line.split()[0] for line in lines[1:] if line.startswith("  ")}
+    assert {"model.safetensors", "config.json", "model.onnx"} <= listed
+    assert lines[-1].startswith("ONNX graph checked against the checkpoint on other text lengths: logits within")
+    assert "TracerWarning" not in printed.err and "incorrect results" not in printed.err
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_the_readme_pipeline_example_cuts_a_long_text(tiny_checkpoint, tmp_path):
+    from transformers import pipeline
+
+    folder = tmp_path / "exported"
+    main(["export", str(tiny_checkpoint), str(folder)])
+    classifier = pipeline("text-classification", model=str(folder), truncation=True)
+    (result,) = classifier([" ".join(["happy"] * 600)])
+    assert result["label"] in ("sadness", "joy", "love", "anger", "fear", "surprise")
+
+
+def test_an_unreachable_hub_fails_at_once_and_leaves_no_run_folder(fit_args, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *fit_args, "--model.backbone", "nobody/no-such-model"])
+    assert time.monotonic() - started < 15
+    assert str(exit_info.value.code).startswith(
+        "emotion-lightning: error: Could not load backbone 'nobody/no-such-model'"
+    )
+    assert run_folders(tmp_path) == []
+
+
+def test_print_config_at_the_top_level_says_where_it_goes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--print_config"])
+    assert exit_info.value.code == (
+        "emotion-lightning: error: --print_config goes after a subcommand, "
+        "for example: emotion-lightning fit -c configs/reference.yaml --print_config"
+    )
+
+
+def test_fit_help_is_quick_and_starts_with_the_package_settings():
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "emotion_lightning", "fit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    print(f"fit --help: {time.monotonic() - started:.1f} s")
+    described = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --")]
+    assert described.index("--model.learning_rate") < described.index("--trainer.max_epochs")
+    assert described.index("--data.data_dir") < described.index("--trainer.max_epochs")
