@@ -52,6 +52,12 @@ def parse_args(argv=None):
     parser.add_argument("--val-limit", type=int, default=None, help="use the first N validation texts")
     parser.add_argument("--arms", default="hf,lightning,predict", help="which arms to run, in order")
     parser.add_argument(
+        "--predict-split",
+        default="validation",
+        choices=["validation", "train"],
+        help="the texts the predict arm classifies (train: 16,000 texts)",
+    )
+    parser.add_argument(
         "--lightning-args", default="", help="extra emotion-lightning fit arguments for the lightning arm"
     )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
@@ -222,7 +228,7 @@ def lightning_results(work_dir: Path, epochs: int, train_texts: int) -> dict:
 # -- arm: batch prediction ----------------------------------------------------------------------------
 
 
-def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path) -> dict:
+def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path, split: str = "validation") -> dict:
     import lightning as L
     import torch
     from transformers import pipeline
@@ -231,7 +237,7 @@ def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path) -> dict:
     from emotion_lightning.checkpoints import read_checkpoint
     from emotion_lightning.precision import cpu_supports_bf16
 
-    texts, _ = read_texts(data_dir / "validation.txt")
+    texts, _ = read_texts(data_dir / f"{split}.txt")
     model = EmotionClassifier.from_checkpoint(read_checkpoint(checkpoint_path))
     # The same weights as a plain Hugging Face folder, for the pipeline.
     folder = work_dir / "hf-export"
@@ -345,7 +351,7 @@ def child_main(args) -> None:
         result = run_hf(args.data_dir, backbone, args.epochs, args.work_dir)
     else:
         best = json.loads((args.work_dir / "lightning.json").read_text())["best_checkpoint"]
-        result = run_predict(args.data_dir, best, args.work_dir)
+        result = run_predict(args.data_dir, best, args.work_dir, args.predict_split)
     (args.work_dir / f"{args.arm}.json").write_text(json.dumps(result))
 
 
@@ -438,7 +444,7 @@ def main(argv=None) -> None:
             }
         }
         child = [sys.executable, __file__, "--data-dir", str(data_dir), "--backbone", backbone]
-        child += ["--epochs", str(args.epochs), "--work-dir", str(work_dir)]
+        child += ["--epochs", str(args.epochs), "--work-dir", str(work_dir), "--predict-split", args.predict_split]
         for arm in args.arms.split(","):
             if arm == "lightning":
                 command = lightning_command(data_dir, backbone, args.epochs, work_dir, args.lightning_args)

@@ -43,7 +43,16 @@ def divide_gradients_in_step(optimizer: torch.optim.Optimizer, factor: torch.Ten
     optimizer.remove_grad_scale_after_step = once
 
 
+def skip_step_where(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """Have the next fused ``step`` leave the weights and its state as they are where ``skip`` is true, decided on
+    the device (read as ``optimizer.found_inf``, the GradScaler's own flag): no wait for the device to answer."""
+    optimizer.found_inf = skip.float()
+    optimizer.remove_found_inf_after_step = True
+
+
 def forget_gradient_divisor(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    """A step post hook: the factor handed to a fused step is for that step only."""
+    """A step post hook: the factor and the skip flag handed to a fused step are for that step only."""
     if optimizer.__dict__.pop("remove_grad_scale_after_step", False):
         optimizer.__dict__.pop("grad_scale", None)
+    if optimizer.__dict__.pop("remove_found_inf_after_step", False):
+        optimizer.__dict__.pop("found_inf", None)

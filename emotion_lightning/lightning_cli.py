@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from emotion_lightning import runs
 from emotion_lightning.callbacks import (
+    BarWithLoss,
     EvaluationReports,
     LineProgress,
     NonFiniteLossGuard,
@@ -212,7 +213,7 @@ class EmotionCLI(LightningCLI):
         extra = [] if self.subcommand != "fit" else [RunSummary()]
         wants_progress = trainer_config.get("enable_progress_bar") is not False
         if wants_progress and not any(isinstance(callback, ProgressBar) for callback in configured):
-            extra.append(RichProgressBar() if sys.stdout.isatty() else LineProgress())
+            extra.append(BarWithLoss() if sys.stdout.isatty() else LineProgress())
         kwargs.setdefault("callbacks", [*configured, *extra])
         # Checkpoint files written atomically, unless the config brings its own checkpoint IO; the
         # checkpoint already read is not read again.

@@ -86,17 +86,19 @@ class EmotionClassifier(L.LightningModule):
 
         metrics = MetricCollection(
             {
-                "acc": MulticlassAccuracy(len(self.labels), average="micro"),
-                "f1_macro": MulticlassF1Score(len(self.labels), average="macro"),
+                "acc": MulticlassAccuracy(len(self.labels), average="micro", validate_args=False),
+                "f1_macro": MulticlassF1Score(len(self.labels), average="macro", validate_args=False),
             }
         )
-        self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(len(self.labels), average="micro")}).clone(
-            prefix="train/"
-        )
+        # validate_args=False and nan_strategy="disable": their checks ask the device for an answer every step.
+        train_accuracy = MulticlassAccuracy(len(self.labels), average="micro", validate_args=False)
+        self.train_metrics = MetricCollection({"acc": train_accuracy}).clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Keyed by log name ("train" cannot be a ModuleDict key: it is a Module method).
-        self.mean_losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
+        self.mean_losses = torch.nn.ModuleDict(
+            {f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in ("train", "val", "test")}
+        )
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> EmotionClassifier:
@@ -153,12 +155,13 @@ class EmotionClassifier(L.LightningModule):
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), batch["labels"])
         if stage == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(logits))
+            # Not a progress-bar metric: those are read back from the device at every step.
+            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(logits))
         # Epoch means as torchmetrics, which sum losses and counts over all processes under DDP.
         # (Lightning's own `sync_dist` mean divides an integer count by the number of processes, so
         # unevenly split data, 19 texts as 10 + 9, came out 19/18 too high.)
         mean_loss = self.mean_losses[f"{stage}_loss"]
-        mean_loss.update(loss.detach(), weight=len(logits))
+        mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), len(logits)))
         # The epoch's mean training loss is train/loss_epoch, for per-epoch tables next to val/loss.
         self.log("train/loss_epoch" if stage == "train" else f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
         for name, metric in metrics.items():  # in the progress bar only val/acc, beside the loss: more would wrap
@@ -169,7 +172,9 @@ class EmotionClassifier(L.LightningModule):
         loss, _ = self._shared_step(batch, "train")
         # Logged by the model itself, so that it works with any logger setting (Lightning's
         # LearningRateMonitor stops a run that has no logger).
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # Made on the device (a Python number would be copied there, and a copy waits for the device).
+        learning_rate = torch.full((), self.trainer.optimizers[0].param_groups[0]["lr"], device=loss.device)
+        self.log("train/lr", learning_rate, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:

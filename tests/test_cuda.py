@@ -5,6 +5,9 @@ Skipped where there is no GPU (CI has none); benchmarks/gpu.sh runs it on a GPU 
 
 from __future__ import annotations
 
+import warnings
+
+import lightning as L
 import pytest
 import torch
 
@@ -46,3 +49,32 @@ def test_fit_on_cuda_runs_16_mixed_and_predicts_there(fit_args, tmp_path):
     assert predictor.device.type == "cuda"
     (result,) = predictor(["i feel glad"])
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-3
+
+
+class CountSynchronisations(L.Callback):
+    """How many times each training step waited for the GPU (PyTorch's sync debug mode, as warnings)."""
+
+    def __init__(self):
+        self.per_step: list[int] = []
+        self._catching = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._catching = warnings.catch_warnings(record=True)
+        self._caught = self._catching.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        torch.cuda.set_sync_debug_mode(0)
+        self.per_step.append(sum("synchroniz" in str(w.message) for w in self._caught))
+        self._catching.__exit__(None, None, None)
+
+
+def test_training_steps_do_not_wait_for_the_gpu(fit_args, tmp_path):
+    # No logging step, validation or checkpoint inside the counted steps: those read back on purpose.
+    args = [*fit_args, "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.precision", "16-mixed"]
+    args += ["--trainer.gradient_clip_val", "1.0", "--trainer.log_every_n_steps", "1000", "--trainer.max_epochs", "1"]
+    cli = run(["fit", *args, "--trainer.callbacks+=tests.test_cuda.CountSynchronisations"])
+    (counter,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CountSynchronisations"]
+    print(f"synchronisations per training step: {counter.per_step}")
+    assert counter.per_step[1:-1] and max(counter.per_step[1:-1]) == 0, counter.per_step

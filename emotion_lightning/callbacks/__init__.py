@@ -9,11 +9,12 @@
 
 from emotion_lightning.callbacks.loss_guard import NonFiniteLossError, NonFiniteLossGuard
 from emotion_lightning.callbacks.prediction_writer import PredictionWriter, check_output_file
-from emotion_lightning.callbacks.progress import LineProgress, RunSummary
+from emotion_lightning.callbacks.progress import BarWithLoss, LineProgress, RunSummary
 from emotion_lightning.callbacks.reports import EvaluationReports
 from emotion_lightning.callbacks.resume import ResumeCheckpoint, model_checkpoint
 
 __all__ = [
+    "BarWithLoss",
     "EvaluationReports",
     "LineProgress",
     "NonFiniteLossError",

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 
 from emotion_lightning.callbacks.resume import ResumeCheckpoint, model_checkpoint
 from emotion_lightning.console import COMMAND_STARTED, say
@@ -55,7 +55,7 @@ class LineProgress(ProgressBar):
         self._last = (now, step)
         total = trainer.estimated_stepping_batches
         left = duration((total - step) / rate) if rate > 0 and math.isfinite(total) else "?"
-        loss = self.get_metrics(trainer, pl_module).get("train/loss")
+        loss = trainer.callback_metrics.get("train/loss")
         loss_text = f"  loss {float(loss):.4f}" if loss is not None else ""
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         steps = f"/{int(total)}" if math.isfinite(total) else ""
@@ -71,6 +71,31 @@ class LineProgress(ProgressBar):
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
         shown = "  ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items()))
         say(f"epoch {trainer.current_epoch + 1} validation: {shown}")
+
+
+class BarWithLoss(RichProgressBar):
+    """Lightning's rich progress bar, with the training loss and the time left for the whole run.
+
+    Both are read every ``trainer.log_every_n_steps`` steps: a value on the device is read back only then.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._shown: dict[str, str] = {}
+        self._started = (0.0, 0)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._started = (time.monotonic(), trainer.global_step)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        step = trainer.global_step
+        if step and step % trainer.log_every_n_steps == 0 and (loss := trainer.callback_metrics.get("train/loss")):
+            rate = (step - self._started[1]) / max(time.monotonic() - self._started[0], 1e-9)
+            total = trainer.estimated_stepping_batches
+            left = duration((total - step) / rate) if rate > 0 and math.isfinite(total) else "?"
+            self._shown = {"loss": f"{float(loss):.4f}", "run left": left}
+        return {**super().get_metrics(trainer, pl_module), **self._shown}
 
 
 class RunSummary(Callback):
