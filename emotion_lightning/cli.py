@@ -6,10 +6,11 @@ The Lightning subcommands live in :mod:`emotion_lightning.lightning_cli`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from emotion_lightning import __version__
-from emotion_lightning.console import quiet_libraries
+from emotion_lightning.console import quiet_libraries, show_messages
 from emotion_lightning.errors import EmotionLightningError
 
 PROG = "emotion-lightning"
@@ -19,6 +20,7 @@ SUBCOMMANDS = {
     "test": "evaluate a checkpoint on the test split; reports go beside the checkpoint",
     "predict": "classify the texts of a file (one per line) into a CSV beside the checkpoint",
     "export": "write a checkpoint as a Hugging Face model folder (and ONNX with --onnx)",
+    "tune": "search fit settings on validation accuracy: a resumable Optuna study (the `tune` extra)",
 }
 
 
@@ -62,15 +64,15 @@ def main(args: list[str] | None = None) -> None:
             f"{PROG}: error: --print_config goes after a subcommand, "
             f"for example: {PROG} fit -c configs/reference.yaml --print_config"
         )
+    show_messages()
     if "--verbose" in given:
         given.remove("--verbose")
     else:
         quiet_libraries()
     try:
-        if given[0] == "export":
-            from emotion_lightning import export
-
-            export.main(given[1:])
+        if given[0] in ("export", "tune"):
+            module = importlib.import_module(f"emotion_lightning.{given[0]}")
+            module.main(given[1:])
             return
         run(given)
     except EmotionLightningError as error:

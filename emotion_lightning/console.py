@@ -30,6 +30,7 @@ NOISE_WARNINGS = (
     r"Precision .* is not supported by the model summary",
     r"You are using a CUDA device .* that has Tensor Cores",
     r".*TensorBoardX|.*tensorboardX",
+    r"Target and region quantiles select the same set of trials",
 )
 
 

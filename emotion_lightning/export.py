@@ -53,6 +53,8 @@ def export_onnx(model: EmotionClassifier, path: str | Path, opset: int = 17) -> 
     # will produce incorrect results"); check_onnx runs the graph on other shapes and proves it instead.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The exporter's caution about negative indices: the model's indices are positions, never negative.
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             module,
             (example["input_ids"], example["attention_mask"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from emotion_lightning.callbacks import (
     check_output_file,
 )
 from emotion_lightning.checkpoints import AtomicCheckpointIO, holds_training_state, model_settings, read_checkpoint
-from emotion_lightning.console import say, show_messages
+from emotion_lightning.console import COMMAND_STARTED, say, show_messages
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
@@ -46,11 +47,18 @@ def _as_list(value) -> list:
 class EmotionCLI(LightningCLI):
     """LightningCLI with the model and data linked, run folders, best-checkpoint keeping and prediction output."""
 
+    first_in_process = True
+    # Data settings that always take the model's value.
+    LINKED = ("backbone", "labels", "max_length")
     # The run folder the current fit created: removed again if the fit fails before writing anything in it.
     last_new_run_folder: Path | None = None
 
     def __init__(self, *args, **kwargs):
         # The --ckpt_path checkpoint, read once: its settings, tokenizer and weights all come from here.
+        # The first command of a process counts from the process's start (imports included); later ones
+        # (the tuner's trials) from their own.
+        self.started = COMMAND_STARTED if EmotionCLI.first_in_process else time.monotonic()
+        EmotionCLI.first_in_process = False
         self.checkpoint: dict | None = None
         self.checkpoint_path: Path | None = None
         self.precision_note: str | None = None
@@ -66,9 +74,8 @@ class EmotionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The model is the source of truth: `--ckpt_path` restores the model's arguments from the
         # checkpoint, and the data must then tokenize and label with the same backbone and labels.
-        parser.link_arguments("model.backbone", "data.backbone")
-        parser.link_arguments("model.labels", "data.labels")
-        parser.link_arguments("model.max_length", "data.max_length")
+        for setting in self.LINKED:
+            parser.link_arguments(f"model.{setting}", f"data.{setting}")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -210,7 +217,7 @@ class EmotionCLI(LightningCLI):
             kwargs["logger"] = [*_as_list(logger), runs.RunMetricsLogger(trainer_config["default_root_dir"])]
         # Progress: a rich bar in a terminal, lines in a log file; unless turned off or brought by the config.
         configured = _as_list(trainer_config.get("callbacks"))
-        extra = [] if self.subcommand != "fit" else [RunSummary()]
+        extra = [] if self.subcommand != "fit" else [RunSummary(self.started)]
         wants_progress = trainer_config.get("enable_progress_bar") is not False
         if wants_progress and not any(isinstance(callback, ProgressBar) for callback in configured):
             extra.append(BarWithLoss() if sys.stdout.isatty() else LineProgress())
@@ -244,8 +251,11 @@ class EmotionCLI(LightningCLI):
         self.datamodule.encode_like(self.model)
 
 
-def run(args: list[str] | None = None) -> EmotionCLI:
-    """Run the CLI with ``args`` (default: the command line) and return it, for inspection."""
+def run(args: list[str] | None = None, callbacks: list | None = None) -> EmotionCLI:
+    """Run the CLI with ``args`` (default: the command line) and return it, for inspection.
+
+    ``callbacks``: Lightning callbacks added to the ones the settings make (the tuner's report to its study).
+    """
     args = sys.argv[1:] if args is None else list(args)
     check_yaml_files(args)
     show_messages()
@@ -259,7 +269,7 @@ def run(args: list[str] | None = None) -> EmotionCLI:
             save_config_callback=runs.SaveConfigToRunFolder,
             save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
-            trainer_defaults={"enable_model_summary": False},
+            trainer_defaults={"enable_model_summary": False, **({"callbacks": callbacks} if callbacks else {})},
             parser_kwargs={"prog": "emotion-lightning"},
             args=args,
         )

@@ -51,6 +51,7 @@ class EmotionClassifier(L.LightningModule):
         max_length: longest text in tokens; longer ones are truncated. Saved with the model, so that
             every way of using it (fit, validate, test, predict, ``EmotionPredictor``, export) encodes
             texts as training did. Cut to what the backbone takes.
+        label_smoothing: share of the training target spread over the other labels (the training loss only).
         freeze_word_embeddings: keep the word embeddings (half of DistilBERT's or MiniLM's weights) as
             pretrained. Faster steps; changes the recipe, so it is off in configs/reference.yaml.
         compile: ``torch.compile`` the transformer (dynamic shapes): faster steps once compiled, at the
@@ -67,6 +68,7 @@ class EmotionClassifier(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         max_length: int = 512,
+        label_smoothing: float = 0.0,
         freeze_word_embeddings: bool = False,
         compile: bool = False,
         backbone_config: dict | None = None,
@@ -76,6 +78,8 @@ class EmotionClassifier(L.LightningModule):
             raise SettingError(f"model.learning_rate must be more than 0, got {learning_rate}")
         if not 0 <= warmup_ratio < 1:
             raise SettingError(f"model.warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        if not 0 <= label_smoothing < 1:
+            raise SettingError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         names = [str(label).strip().lower() for label in labels]
         if len(names) < 2 or len(set(names)) < len(names) or not all(names):
             raise SettingError(
@@ -158,7 +162,8 @@ class EmotionClassifier(L.LightningModule):
         """Loss and logits of a batch; logs the stage's loss and metrics (stage: train, val or test)."""
         logits = self(batch["input_ids"], batch["attention_mask"])
         # The loss in fp32 even under mixed precision: log-softmax is where low precision hurts.
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=smoothing)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), batch["labels"])
         if stage == "train":

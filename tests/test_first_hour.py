@@ -56,21 +56,23 @@ def test_the_package_warnings_are_one_plain_line():
     assert warnings.__file__ in theirs
 
 
-def test_export_says_what_it_wrote_and_others_can_read_it(tiny_checkpoint, tmp_path, capsys):
+def test_export_says_what_it_wrote_and_others_can_read_it(tiny_checkpoint, tmp_path):
+    from tests.subprocess_runs import cli_subprocess
+
     folder = tmp_path / "exported"
-    mask = os.umask(0o022)
+    mask = os.umask(0o022)  # the new process's, as a shell gives it
     try:
-        main(["export", str(tiny_checkpoint), str(folder), "--onnx"])
+        done = cli_subprocess("export", str(tiny_checkpoint), str(folder), "--onnx")
     finally:
         os.umask(mask)
-    printed = capsys.readouterr()
-    lines = printed.err.splitlines()
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("Exported ")) :]
     assert lines[0] == f"Exported {tiny_checkpoint} to {folder} (texts cut at 64 tokens):"
     listed = {line.split()[0] for line in lines[1:] if line.startswith("  ")}
     assert {"model.safetensors", "config.json", "model.onnx"} <= listed
     assert lines[-1].startswith("ONNX graph checked against the checkpoint on other text lengths: logits within")
-    assert "TracerWarning" not in printed.err and "incorrect results" not in printed.err
+    assert "TracerWarning" not in done.stderr and "incorrect results" not in done.stderr
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
 
