@@ -86,9 +86,10 @@ class PadBatch:
     """Collate a columnar batch: ``input_ids`` padded (the tokenizer's padding) to the first of
     :func:`padded_lengths` that holds the batch's longest text."""
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, fixed_lengths: bool = True):
         self.tokenizer = tokenizer
-        self.lengths = padded_lengths(max_length)
+        # Without fixed lengths, every length up to max_length is one: each batch pads to its own longest.
+        self.lengths = padded_lengths(max_length) if fixed_lengths else range(1, max_length + 1)
 
     def __call__(self, columns: dict[str, list]) -> dict:
         features = [{"input_ids": ids} for ids in columns["input_ids"]]
@@ -117,6 +118,7 @@ class EmotionDataModule(L.LightningDataModule):
         predict_file: text file with one text per line, for ``predict``.
         predict_texts: texts to classify, from Python (used when ``predict_file`` is None).
         group_by_length: put texts of similar length in the same training batch (less padding).
+        fixed_lengths: pad batches to one of :func:`padded_lengths` (few shapes); false: to each batch's longest.
         cache_dir: where tokenized splits are stored; default :func:`default_cache_dir`.
         num_proc: processes that tokenize (``datasets.map``); default: one per CPU (up to 8) for
             splits of ``LARGE_DATA_ROWS`` rows or more, else one.
@@ -136,6 +138,7 @@ class EmotionDataModule(L.LightningDataModule):
         predict_file: str | None = None,
         predict_texts: Sequence[str] | None = None,
         group_by_length: bool = True,
+        fixed_lengths: bool = True,
         cache_dir: str | None = None,
         num_proc: int | None = None,
     ):
@@ -159,6 +162,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.predict_file = predict_file
         self.predict_texts = predict_texts
         self.group_by_length = group_by_length
+        self.fixed_lengths = fixed_lengths
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
@@ -369,7 +373,7 @@ class EmotionDataModule(L.LightningDataModule):
         return loader_class(
             dataset,
             batch_sampler=batches,
-            collate_fn=PadBatch(self.tokenizer, self.usable_max_length),
+            collate_fn=PadBatch(self.tokenizer, self.usable_max_length, self.fixed_lengths),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # Page-locked batches copy to a GPU without the host waiting for it.

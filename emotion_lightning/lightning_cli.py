@@ -7,6 +7,7 @@ import time
 import warnings
 from pathlib import Path
 
+import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -100,8 +101,27 @@ class EmotionCLI(LightningCLI):
     # -- before anything is built: the checkpoint, the run folder, the inputs ----------------------
 
     def parse_arguments(self, parser, args) -> None:
-        super().parse_arguments(parser, args)
+        # --print_config is answered here rather than by jsonargparse, to show what will run (the precision
+        # this machine gives, the logger that writes metrics.csv), not only what was asked.
+        printing = [arg for arg in args if arg == "--print_config" or arg.startswith("--print_config=")]
+        super().parse_arguments(parser, [arg for arg in args if arg not in printing])
+        if printing:
+            self._print_config_and_exit()
         self._read_checkpoint_once()
+
+    def _print_config_and_exit(self) -> None:
+        subcommand = self.config["subcommand"]
+        config = self.config[subcommand]
+        notes = []
+        precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
+        if message:
+            config.trainer.precision = precision
+            notes.append(f"trainer.precision: {message}")
+        if config.trainer.logger in DEFAULT_LOGGER and subcommand == "fit":
+            notes.append("trainer.logger: the run folder's metrics.csv (emotion_lightning.runs.RunMetricsLogger)")
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))[subcommand]
+        print("".join(f"# {note}\n" for note in notes) + yaml.safe_dump(dumped, sort_keys=False), end="")
+        sys.exit(0)
 
     def _read_checkpoint_once(self) -> None:
         """Find and read ``--ckpt_path`` (checked, memory-mapped) and take the model's settings from it.

@@ -40,6 +40,14 @@ def write_semicolon_file(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+def pytest_report_header(config) -> str:
+    """What the suite runs with, at the top of every run (CI's log says which versions passed)."""
+    from importlib.metadata import version
+
+    names = ("torch", "lightning", "transformers", "datasets", "torchmetrics", "jsonargparse", "wandb", "optuna")
+    return "versions: " + ", ".join(f"{name} {version(name)}" for name in names)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def offline_environment(tmp_path_factory):
     """No test reaches the Hub, and tokenized caches go to a temporary folder."""

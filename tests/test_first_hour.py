@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,17 @@ def test_fit_help_is_quick_and_starts_with_the_package_settings():
     described = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --")]
     assert described.index("--model.learning_rate") < described.index("--trainer.max_epochs")
     assert described.index("--data.data_dir") < described.index("--trainer.max_epochs")
+
+
+def test_print_config_shows_what_will_run(capsys):
+    from emotion_lightning.precision import runnable_precision
+
+    configs = Path(__file__).parents[1] / "configs"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(configs / "reference.yaml"), "--trainer.accelerator", "cpu", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    precision, message = runnable_precision("16-mixed", "cpu")
+    assert printed.startswith(f"# trainer.precision: {message}\n")
+    assert "# trainer.logger: the run folder's metrics.csv" in printed
+    assert f"  precision: {precision}\n" in printed
