@@ -220,6 +220,8 @@ def main(argv: list[str]) -> None:
         )
         say(f"Trial {trial.number}: {shown}")
         overrides = [f"--{name}={value}" for name, value in values.items()]
+        if not any(argument.startswith("--resume.keep_last_after_fit") for argument in fit_arguments):
+            overrides.append("--resume.keep_last_after_fit=false")  # a trial keeps its best weights, 87 MiB for MiniLM
         cli = run(
             ["fit", *fit_arguments, *overrides, "--trainer.default_root_dir", str(trials_folder)],
             callbacks=[ReportToStudy(trial)],

@@ -45,6 +45,14 @@ USER_RUNS = {
         str(CONFIG_DIR / "wandb.yaml"),
     ],
     "sweep.yaml": sweep_trial_args(),
+    "offline-tuned.yaml": [
+        "-c",
+        str(CONFIG_DIR / "reference.yaml"),
+        "-c",
+        str(CONFIG_DIR / "offline.yaml"),
+        "-c",
+        str(CONFIG_DIR / "offline-tuned.yaml"),
+    ],
 }
 
 
