@@ -18,7 +18,8 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_LIGHTNI
 
 if [ "${1:-}" = "--dry-run" ]; then
   backbone=sentence-transformers/all-MiniLM-L6-v2 data=../shared/data/emotion
-  recipe_limits=(--trainer.max_steps 6 --trainer.limit_val_batches 2)
+  recipe_limits=(--trainer.max_epochs 1 --trainer.limit_train_batches 6 --trainer.limit_val_batches 2
+    --trainer.log_every_n_steps 2)
   compare_limits=(--train-limit 160 --val-limit 64 --epochs 1)
   limit_a=300 limit_b=600 limit_c=600 limit_d=600
 else

@@ -6,8 +6,13 @@ The Lightning subcommands live in :mod:`emotion_lightning.lightning_cli`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import os
+import re
 import sys
+from pathlib import Path
 
 from emotion_lightning import __version__
 from emotion_lightning.console import quiet_libraries, show_messages
@@ -39,6 +44,46 @@ def top_level_help() -> str:
     )
 
 
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# `SUBCOMMAND --help`, answered at once from these files (LightningCLI needs seconds to import Lightning and
+# build its parser); tests/test_first_hour.py checks that they match the parser. Regenerate them with
+# `python -c "from emotion_lightning.cli import write_settings_help; write_settings_help()"`.
+HELP_FOLDER = Path(__file__).parent / "help"
+
+
+def settings_help(full_help: str, subcommand: str) -> str:
+    """The package's settings out of LightningCLI's full help: its usage line and the Trainer's, optimizer's and
+    scheduler's settings left out (``--help-all`` shows them)."""
+    body = full_help[full_help.index("\noptions:\n") + 1 :]
+    groups = [
+        group
+        for group in body.split("\n\n")
+        if not re.search(r"^  --(trainer|optimizer|lr_scheduler)[ .]", group, flags=re.MULTILINE)
+    ]
+    return (
+        f"usage: {PROG} {subcommand} [-h] [--help-all] [-c CONFIG] [--print_config] [--SETTING VALUE ...]\n\n"
+        f"The package's settings; `{PROG} {subcommand} --help-all` lists the Trainer's (trainer.*) as well.\n\n"
+        + "\n\n".join(groups).rstrip("\n")
+        + "\n"
+    )
+
+
+def full_help(subcommand: str) -> str:
+    """LightningCLI's own ``SUBCOMMAND --help``, 80 columns wide."""
+    os.environ["COLUMNS"] = "80"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        run([subcommand, "--help"])
+    return printed.getvalue()
+
+
+def write_settings_help() -> None:
+    """Write ``help/<subcommand>.txt`` for each Lightning subcommand."""
+    HELP_FOLDER.mkdir(exist_ok=True)
+    for subcommand in LIGHTNING_SUBCOMMANDS:
+        (HELP_FOLDER / f"{subcommand}.txt").write_text(settings_help(full_help(subcommand), subcommand))
+
+
 def run(args: list[str] | None = None):
     """Run a Lightning subcommand with ``args`` (default: the command line); returns the CLI, for inspection."""
     from emotion_lightning.lightning_cli import run as run_lightning_cli
@@ -64,6 +109,14 @@ def main(args: list[str] | None = None) -> None:
             f"{PROG}: error: --print_config goes after a subcommand, "
             f"for example: {PROG} fit -c configs/reference.yaml --print_config"
         )
+    asks_help = any(arg in ("-h", "--help") for arg in given[1:])
+    if given[0] in LIGHTNING_SUBCOMMANDS and asks_help:
+        print((HELP_FOLDER / f"{given[0]}.txt").read_text(), end="")
+        return
+    if given[0] in ("export", "tune") and asks_help:
+        importlib.import_module(f"emotion_lightning.{given[0]}").main(given[1:])
+        return
+    given = ["--help" if arg == "--help-all" else arg for arg in given]
     show_messages()
     if "--verbose" in given:
         given.remove("--verbose")

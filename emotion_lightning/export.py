@@ -12,13 +12,13 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from emotion_lightning.checkpoints import read_checkpoint
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
-from emotion_lightning.model import EmotionClassifier
+
+if TYPE_CHECKING:  # torch and Lightning load when an export runs, not for `export --help`
+    from emotion_lightning.model import EmotionClassifier
 
 ONNX_FILE_NAME = "model.onnx"
 
@@ -43,6 +43,8 @@ def export_huggingface(model: EmotionClassifier, folder: str | Path) -> Path:
 
 def export_onnx(model: EmotionClassifier, path: str | Path, opset: int = 17) -> Path:
     """An ONNX graph ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence length."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # EmotionClassifier.forward is already (input_ids, attention_mask) -> logits.
@@ -73,6 +75,7 @@ def check_onnx(model: EmotionClassifier, path: Path) -> float:
     batch sizes than the export traced; an :class:`ExportError` if it is more than rounding."""
     import numpy as np
     import onnxruntime
+    import torch
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     texts = ["i feel it", "a longer text than the one the graph was traced with, to check every shape", "ok"]
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     # A link to an (empty) folder: the export goes into the folder it points to.
     target = args.folder.resolve() if args.folder.is_symlink() else args.folder
     _check_target(target)
+    from emotion_lightning.checkpoints import read_checkpoint
+    from emotion_lightning.model import EmotionClassifier
+
     model = EmotionClassifier.from_checkpoint(read_checkpoint(args.checkpoint))
     # Written beside the target and renamed into place: a failed export leaves no half-written folder.
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ stopped tuner continues where it was with the same command, and tuners on severa
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -141,22 +142,33 @@ def open_study(settings: TuneSettings, space: dict):
     import optuna
 
     storage_url = settings.storage or f"sqlite:///{settings.output / 'study.db'}"
-    for attempt in range(3):
-        try:
+    try:
+        with _creating_alone(storage_url):
             return _open_study(optuna, storage_url, settings, space)
-        except TuneError:
-            raise
-        except Exception as error:  # sqlalchemy and the database drivers raise many kinds
-            # Two tuners creating one new SQLite database at once: the second finds the tables half made.
-            if attempt == 2 or "UNIQUE constraint failed" not in str(error) and "locked" not in str(error):
-                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-                raise TuneError(f"cannot open the study storage {storage_url}: {first_line}") from None
-            time.sleep(1 + attempt)
+    except TuneError:
+        raise
+    except Exception as error:  # sqlalchemy and the database drivers raise many kinds
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TuneError(f"cannot open the study storage {storage_url}: {first_line}") from None
+
+
+@contextlib.contextmanager
+def _creating_alone(storage_url: str):
+    """For a SQLite file, one tuner at a time opens (and maybe creates) the study: two tuners creating one new
+    database at once would each find the other's half-made tables. Servers handle this themselves."""
+    if not storage_url.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(storage_url.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(f"{database.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _open_study(optuna, storage_url: str, settings: TuneSettings, space: dict):
-    if storage_url.startswith("sqlite:///"):
-        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(
         storage_url,
         heartbeat_interval=HEARTBEAT_SECONDS,
@@ -194,8 +206,26 @@ def continue_study(study) -> None:
         say(f"Continuing study {study.study_name}: {len(finished)} trials finished")
 
 
+TUNE_HELP = """usage: emotion-lightning tune [-h] [-c CONFIG ...] [--FIT_SETTING VALUE ...] [--tune.SETTING VALUE ...]
+
+An Optuna study of `fit` runs on validation accuracy. The fit settings (configs and --SETTING VALUE, as for
+`emotion-lightning fit`) apply to every trial; the search space's values go on top.
+
+tune settings:
+  --tune.trials N          trials to finish (completed or pruned), counting those of earlier runs (default 20)
+  --tune.space FILE        the search space (default configs/tune.yaml)
+  --tune.storage URL       the study's database (default sqlite:///<output>/study.db; any SQL URL Optuna takes)
+  --tune.study_name NAME   the study (default emotion-lightning)
+  --tune.timeout SECONDS   stop starting trials after this long
+  --tune.output FOLDER     trials' run folders, best.yaml and the plots (default runs/tune)
+"""
+
+
 def main(argv: list[str]) -> None:
     """``emotion-lightning tune [fit arguments] --tune.trials N ...``"""
+    if any(argument in ("-h", "--help") for argument in argv):
+        print(TUNE_HELP, end="")
+        return
     settings, fit_arguments = split_arguments(argv)
     space = read_space(settings.space)
     try:

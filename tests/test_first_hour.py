@@ -110,16 +110,41 @@ def test_print_config_at_the_top_level_says_where_it_goes(capsys):
     )
 
 
-def test_fit_help_is_quick_and_starts_with_the_package_settings():
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "emotion_lightning", "fit", "--help"], capture_output=True, text=True, timeout=60
+def test_subcommand_help_answers_without_importing_torch_and_lists_the_package_settings():
+    # What makes `fit --help` answer at once: nothing heavy is imported for it (timings are for benchmarks).
+    code = (
+        "import sys; from emotion_lightning.cli import main\n"
+        "for command in ('fit', 'validate', 'test', 'predict', 'export', 'tune'):\n"
+        "    try:\n"
+        "        main([command, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, sorted(sys.modules)"
     )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    print(f"fit --help: {time.monotonic() - started:.1f} s")
-    described = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --")]
-    assert described.index("--model.learning_rate") < described.index("--trainer.max_epochs")
-    assert described.index("--data.data_dir") < described.index("--trainer.max_epochs")
+    fit_help = done.stdout.split("usage: emotion-lightning validate")[0]
+    described = [line.split()[0] for line in fit_help.splitlines() if line.startswith("  --")]
+    assert "--model.learning_rate" in described and "--data.data_dir" in described and "--ckpt_path" in described
+    assert not any(option.startswith("--trainer.") for option in described)
+    assert "--help-all" in fit_help and "usage: emotion-lightning tune" in done.stdout
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_the_shipped_help_is_the_parsers(subcommand):
+    from emotion_lightning.cli import HELP_FOLDER, full_help, settings_help
+
+    shipped = (HELP_FOLDER / f"{subcommand}.txt").read_text()
+    assert shipped == settings_help(full_help(subcommand), subcommand), (
+        f"{HELP_FOLDER / subcommand}.txt is stale: python -c "
+        '"from emotion_lightning.cli import write_settings_help; write_settings_help()"'
+    )
+
+
+def test_help_all_lists_the_trainer_settings_too(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help-all"])
+    assert "--trainer.max_epochs" in capsys.readouterr().out
 
 
 def test_print_config_shows_what_will_run(capsys):
@@ -134,3 +159,27 @@ def test_print_config_shows_what_will_run(capsys):
     assert printed.startswith(f"# trainer.precision: {message}\n")
     assert "# trainer.logger: the run folder's metrics.csv" in printed
     assert f"  precision: {precision}\n" in printed
+
+
+def test_the_terminal_bar_counts_epochs_from_one(fit_args, monkeypatch):
+    from emotion_lightning.callbacks import BarWithLoss
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    position = fit_args.index("--trainer.enable_progress_bar")
+    args = [*fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "2"]
+    from emotion_lightning.cli import run
+
+    cli = run(["fit", *args])
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, BarWithLoss)
+    (task,) = [task for task in bar.progress.tasks if task.id == bar.train_progress_bar_id]
+    assert task.description == "Epoch 2/2"
+
+
+def test_tune_without_optuna_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--tune.output", str(tmp_path)])
+    assert exit_info.value.code == (
+        "emotion-lightning: error: tune needs Optuna: pip install 'emotion-lightning[tune]' (or pip install optuna)"
+    )

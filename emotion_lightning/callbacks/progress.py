@@ -88,6 +88,14 @@ class BarWithLoss(RichProgressBar):
         super().on_train_start(trainer, pl_module)
         self._started = (time.monotonic(), trainer.global_step)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        # Epochs counted from 1, as the log lines and the fit summary count them (Lightning's bar counts from 0).
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+            description = f"Epoch {trainer.current_epoch + 1}{epochs}"
+            self.progress.update(self.train_progress_bar_id, description=description)
+
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         step = trainer.global_step
         if step and step % trainer.log_every_n_steps == 0 and (loss := trainer.callback_metrics.get("train/loss")):
