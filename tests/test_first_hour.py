@@ -166,7 +166,14 @@ def test_the_terminal_bar_counts_epochs_from_one(fit_args, monkeypatch):
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     position = fit_args.index("--trainer.enable_progress_bar")
-    args = [*fit_args[:position], *fit_args[position + 2 :], "--trainer.max_epochs", "2"]
+    args = [
+        *fit_args[:position],
+        *fit_args[position + 2 :],
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.log_every_n_steps",
+        "2",
+    ]
     from emotion_lightning.cli import run
 
     cli = run(["fit", *args])
@@ -174,6 +181,9 @@ def test_the_terminal_bar_counts_epochs_from_one(fit_args, monkeypatch):
     assert isinstance(bar, BarWithLoss)
     (task,) = [task for task in bar.progress.tasks if task.id == bar.train_progress_bar_id]
     assert task.description == "Epoch 2/2"
+    # Beside the bar: the loss and the time left for the whole run, read every log_every_n_steps steps.
+    shown = bar.get_metrics(cli.trainer, cli.model)
+    assert "loss" in shown and "run left" in shown
 
 
 def test_tune_without_optuna_says_what_to_install(monkeypatch, tmp_path):
@@ -183,3 +193,11 @@ def test_tune_without_optuna_says_what_to_install(monkeypatch, tmp_path):
     assert exit_info.value.code == (
         "emotion-lightning: error: tune needs Optuna: pip install 'emotion-lightning[tune]' (or pip install optuna)"
     )
+
+
+def test_the_readme_is_a_product_page():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    # Targets and history belong to the issues, not to the product page.
+    for lab_note in ("× asked for", "x asked for", "this round", "session", "where this was written"):
+        assert lab_note not in readme, lab_note

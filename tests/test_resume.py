@@ -90,6 +90,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(case, resume_args, uninterru
 
     resumed = fit(resume_args, tmp_path, *settings, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming run folder {run_folder(tmp_path)} at step {saved_step} (epoch " in resumed.stderr
 
     weights, global_step, val_acc, epoch_rows = final_state(tmp_path)
     reference_weights, reference_step, reference_val_acc, reference_rows = uninterrupted
