@@ -55,11 +55,11 @@ class EmotionCLI(LightningCLI):
     last_new_run_folder: Path | None = None
 
     def __init__(self, *args, **kwargs):
-        # The --ckpt_path checkpoint, read once: its settings, tokenizer and weights all come from here.
         # The first command of a process counts from the process's start (imports included); later ones
         # (the tuner's trials) from their own.
         self.started = COMMAND_STARTED if EmotionCLI.first_in_process else time.monotonic()
         EmotionCLI.first_in_process = False
+        # The --ckpt_path checkpoint, read once: its settings, tokenizer and weights all come from here.
         self.checkpoint: dict | None = None
         self.checkpoint_path: Path | None = None
         self.precision_note: str | None = None
