@@ -277,7 +277,7 @@ def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path, split: str
     output = work_dir / "predictions.csv"
 
     def package_predict(chunk):
-        data = EmotionDataModule(backbone=str(folder), predict_texts=chunk)
+        data = EmotionDataModule(backbone=str(folder), predict_texts=chunk).encode_like(model)
         trainer = L.Trainer(
             precision=package_precision(),
             logger=False,
