@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -119,22 +117,23 @@ def sample(trial, space: dict[str, dict]) -> dict[str, object]:
     return values
 
 
-class ReportToStudy:
-    """A Lightning callback: each validation's ``val/acc`` goes to the trial, which may end as pruned."""
+def report_to(trial):
+    """A Lightning callback: each validation's ``val/acc`` goes to the trial, which may end as pruned.
 
-    def __new__(cls, trial):
-        import lightning as L
-        import optuna
+    Made here rather than at module level: `tune --help` must not import Lightning.
+    """
+    import lightning as L
+    import optuna
 
-        class _Report(L.Callback):
-            def on_validation_end(self, trainer, pl_module) -> None:
-                if trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
-                    return
-                trial.report(float(trainer.callback_metrics["val/acc"]), step=trainer.current_epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"val/acc {float(trainer.callback_metrics['val/acc']):.4f}")
+    class ReportToStudy(L.Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
+                return
+            trial.report(float(trainer.callback_metrics["val/acc"]), step=trainer.current_epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val/acc {float(trainer.callback_metrics['val/acc']):.4f}")
 
-        return _Report()
+    return ReportToStudy()
 
 
 def open_study(settings: TuneSettings, space: dict):
@@ -244,7 +243,6 @@ def main(argv: list[str]) -> None:
         from emotion_lightning.lightning_cli import run
 
         values = sample(trial, space)
-        trial.set_user_attr("tuner", f"{socket.gethostname()}:{os.getpid()}")
         shown = ", ".join(
             f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}" for name, value in values.items()
         )
@@ -254,7 +252,7 @@ def main(argv: list[str]) -> None:
             overrides.append("--resume.keep_last_after_fit=false")  # a trial keeps its best weights, 87 MiB for MiniLM
         cli = run(
             ["fit", *fit_arguments, *overrides, "--trainer.default_root_dir", str(trials_folder)],
-            callbacks=[ReportToStudy(trial)],
+            callbacks=[report_to(trial)],
         )
         trial.set_user_attr("run_folder", cli.trainer.default_root_dir)
         best = cli.trainer.checkpoint_callback.best_model_score
