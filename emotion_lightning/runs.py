@@ -75,11 +75,6 @@ def claim_new_run_folder(root: str | Path) -> Path:
             number += 1
 
 
-def last_checkpoint_to_resume(root: str | Path) -> Path | None:
-    """``last.ckpt`` of the newest run under ``root`` that has one."""
-    return newest_checkpoint(root, LAST_CHECKPOINT)
-
-
 def newest_checkpoint(root: str | Path, name: str) -> Path | None:
     """``checkpoints/<name>`` of the newest run under ``root`` that has one."""
     for folder in reversed(run_folders(root)):

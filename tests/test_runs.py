@@ -25,7 +25,9 @@ def test_resuming_finds_the_newest_run_with_a_last_checkpoint(tmp_path):
     for number in (0, 1, 2):
         (tmp_path / f"version_{number}" / "checkpoints").mkdir(parents=True)
     (tmp_path / "version_1" / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert runs.last_checkpoint_to_resume(tmp_path) == tmp_path / "version_1" / "checkpoints" / "last.ckpt"
+    assert (
+        runs.newest_checkpoint(tmp_path, runs.LAST_CHECKPOINT) == tmp_path / "version_1" / "checkpoints" / "last.ckpt"
+    )
     assert runs.run_folder_of(tmp_path / "version_1" / "checkpoints" / "last.ckpt") == tmp_path / "version_1"
     assert runs.run_folder_of(tmp_path / "model.ckpt") is None
 
