@@ -1,4 +1,4 @@
-"""The command line: ``emotion-lightning fit|validate|test|predict|export`` (also ``python -m emotion_lightning``).
+"""The command line: ``emotion-lightning SUBCOMMAND`` (also ``python -m emotion_lightning``).
 
 This module stays light: ``--help`` and ``--version`` answer without importing torch or Lightning.
 The Lightning subcommands live in :mod:`emotion_lightning.lightning_cli`.
@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "test": "evaluate a checkpoint on the test split; reports go beside the checkpoint",
     "predict": "classify the texts of a file (one per line) into a CSV beside the checkpoint",
     "export": "write a checkpoint as a Hugging Face model folder (and ONNX with --onnx)",
+    "serve": "answer predictions over HTTP with dynamic batching, and a page to try them (the `serve` extra)",
     "tune": "search fit settings on validation accuracy: a resumable Optuna study (the `tune` extra)",
 }
 
@@ -113,7 +114,7 @@ def main(args: list[str] | None = None) -> None:
     if given[0] in LIGHTNING_SUBCOMMANDS and asks_help:
         print((HELP_FOLDER / f"{given[0]}.txt").read_text(), end="")
         return
-    if given[0] in ("export", "tune") and asks_help:
+    if given[0] in ("export", "serve", "tune") and asks_help:
         importlib.import_module(f"emotion_lightning.{given[0]}").main(given[1:])
         return
     given = ["--help" if arg == "--help-all" else arg for arg in given]
@@ -123,7 +124,7 @@ def main(args: list[str] | None = None) -> None:
     else:
         quiet_libraries()
     try:
-        if given[0] in ("export", "tune"):
+        if given[0] in ("export", "serve", "tune"):
             module = importlib.import_module(f"emotion_lightning.{given[0]}")
             module.main(given[1:])
             return

@@ -113,6 +113,13 @@ class EmotionPredictor:
         model = EmotionClassifier(backbone=str(folder), labels=labels, max_length=tokenizer.model_max_length)
         return cls(model.to(_device(device)), **settings)
 
+    @classmethod
+    def load(cls, model: str | Path, device: str | torch.device | None = None, **settings) -> EmotionPredictor:
+        """A checkpoint file (``from_checkpoint``) or an exported folder (``from_pretrained``)."""
+        if Path(model).is_dir():
+            return cls.from_pretrained(model, device, **settings)
+        return cls.from_checkpoint(model, device, **settings)
+
     @property
     def device(self) -> torch.device:
         return self.model.device

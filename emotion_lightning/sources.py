@@ -105,6 +105,10 @@ def text_problem(text: object) -> str | None:
         return f"text must be a string, got {type(text).__name__}"
     if not text.strip():
         return "empty text"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "text is not valid Unicode (it holds a lone surrogate)"
     return None
 
 
@@ -126,13 +130,15 @@ def check_texts(texts: object) -> list[str]:
         )
     texts = list(texts)
     problems = [(i, problem) for i, text in enumerate(texts) if (problem := text_problem(text))]
-    not_strings = [(i, problem) for i, problem in problems if problem != "empty text"]
+    not_strings = [i for i, _ in problems if not isinstance(texts[i], str)]
     if not_strings:
-        kinds = ", ".join(f"[{i}] {type(texts[i]).__name__}" for i, _ in not_strings[:5])
+        kinds = ", ".join(f"[{i}] {type(texts[i]).__name__}" for i in not_strings[:5])
         raise TypeError(f"texts must be strings; {len(not_strings)} are not: {kinds}")
+    blank = [i for i, problem in problems if problem == "empty text"]
+    if blank:
+        raise ValueError(f"{len(blank)} texts are empty or only whitespace, at positions {blank[:10]}")
     if problems:
-        positions = [i for i, _ in problems]
-        raise ValueError(f"{len(positions)} texts are empty or only whitespace, at positions {positions[:10]}")
+        raise ValueError(f"{problems[0][1]}, at positions {[i for i, _ in problems][:10]}")
     return texts
 
 
