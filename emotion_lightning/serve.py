@@ -197,6 +197,8 @@ def main(argv: list[str]) -> None:
         check_at_least(f"--{name}", getattr(args, name), 1)
     from emotion_lightning.predictor import PRECISIONS, EmotionPredictor
 
+    if not 1024 <= args.port <= 65535:
+        raise ServeError(f"--port must be from 1024 to 65535 (LitServe's range), got {args.port}")
     if args.precision not in PRECISIONS:
         raise ServeError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     # Loaded here once, so that a wrong path or a bad checkpoint is one line before any server process starts.
@@ -205,9 +207,7 @@ def main(argv: list[str]) -> None:
 
     from emotion_lightning.serve_worker import EmotionAPI
 
-    api = EmotionAPI(
-        args.model, args.precision, args.batch_size, args.max_batch_size, args.batch_timeout, args.workers
-    )
+    api = EmotionAPI(args.model, args.precision, args.batch_size, args.max_batch_size, args.batch_timeout, args.workers)
     gate = {"max_texts": args.max_texts, "max_body_bytes": args.max_body_bytes}
     server = ls.LitServer(
         api,
