@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import multiprocessing
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,14 +149,18 @@ def _stop_gracefully(drain_seconds: float):
 
     def stop(signum, frame):
         if os.getpid() != serving_process:
-            # An HTTP server forked with this handler: uvicorn raises the signal again once it has drained.
-            raise SystemExit(0)
+            # A process forked with this handler. An HTTP server: uvicorn raises the signal again once it has
+            # drained. The queues' manager: the server stops it after the drain, whoever else is signalled.
+            if multiprocessing.current_process().name.startswith("LitServer-"):
+                raise SystemExit(0)
+            return
         http_servers = [child for child in multiprocessing.active_children() if child.name.startswith("LitServer-")]
         for child in http_servers:
             if signum == signal.SIGTERM:  # Ctrl-C has already reached them from the terminal
                 os.kill(child.pid, signal.SIGTERM)
         for child in http_servers:
             child.join(drain_seconds + 1)
+        logging.getLogger("litserve").setLevel(logging.ERROR)  # not its "already not alive" about them
         raise KeyboardInterrupt
 
     return stop
@@ -201,6 +207,12 @@ def main(argv: list[str]) -> None:
         raise ServeError(f"--port must be from 1024 to 65535 (LitServe's range), got {args.port}")
     if args.precision not in PRECISIONS:
         raise ServeError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            message = f"cannot serve at {args.host} port {args.port}: {error.strerror}; give another --port"
+            raise ServeError(message) from None
     # Loaded here once, so that a wrong path or a bad checkpoint is one line before any server process starts.
     labels = EmotionPredictor.load(args.model, device="cpu").labels
     import litserve as ls

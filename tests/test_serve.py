@@ -144,6 +144,19 @@ def test_serve_of_a_missing_model_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == f"emotion-lightning: error: checkpoint {missing} does not exist"
 
 
+def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_checkpoint):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "emotion_lightning", "serve", str(tiny_checkpoint), "--port", str(port)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"emotion-lightning: error: cannot serve at 127.0.0.1 port {port}: Address already in use; give another --port"
+    )
+
+
 # -- a running server ---------------------------------------------------------------------------------------
 
 
