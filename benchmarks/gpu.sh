@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in order of importance, in about 8 minutes on an H200. Run ON the GPU machine (no network),
 # from the repository root, with .gpu/ carried along (made by benchmarks/gpu_prepare.sh):
-#   a. tests/test_cuda.py alone (16-mixed with clipping, the clip bound, prediction on CUDA, no per-step
+#   a. tests/test_cuda.py alone (16-mixed with clipping, the clip bound, prediction and serve on CUDA, no per-step
 #      host synchronisation in training),
 #   b. the reference recipe as shipped (16-mixed, clipping 1.0), 3 epochs of the real data with the stand-in
 #      backbone all-MiniLM-L6-v2, the whole process timed,

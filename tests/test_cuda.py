@@ -78,3 +78,20 @@ def test_training_steps_do_not_wait_for_the_gpu(fit_args, tmp_path):
     (counter,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CountSynchronisations"]
     print(f"synchronisations per training step: {counter.per_step}")
     assert counter.per_step[1:-1] and max(counter.per_step[1:-1]) == 0, counter.per_step
+
+
+def test_serve_predicts_on_the_gpu(tiny_checkpoint):
+    pytest.importorskip("litserve")
+    from tests.test_serve import TEXTS, Server
+
+    serving = Server(tiny_checkpoint, "--accelerator", "cuda")
+    try:
+        status, answer = serving.predict({"texts": TEXTS})
+        assert serving.get("/info")[1].count(b"cuda") >= 1
+    finally:
+        serving.stop()
+    assert status == 200
+    expected = EmotionPredictor.from_checkpoint(tiny_checkpoint, device="cuda")(TEXTS)
+    for got, prediction in zip(answer["predictions"], expected, strict=True):
+        for label, probability in prediction.probabilities.items():
+            assert got["probabilities"][label] == pytest.approx(probability, abs=2e-3)
