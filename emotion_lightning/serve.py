@@ -154,6 +154,7 @@ def _stop_gracefully(drain_seconds: float):
             if multiprocessing.current_process().name.startswith("LitServer-"):
                 raise SystemExit(0)
             return
+        # LitServe names its HTTP server processes LitServer-N (the stopping tests fail if that changes).
         http_servers = [child for child in multiprocessing.active_children() if child.name.startswith("LitServer-")]
         for child in http_servers:
             if signum == signal.SIGTERM:  # Ctrl-C has already reached them from the terminal
