@@ -42,10 +42,17 @@ def write_semicolon_file(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def pytest_report_header(config) -> str:
     """What the suite runs with, at the top of every run (CI's log says which versions passed)."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
 
     names = ("torch", "lightning", "transformers", "datasets", "torchmetrics", "jsonargparse", "wandb", "optuna")
-    return "versions: " + ", ".join(f"{name} {version(name)}" for name in names)
+    names += ("litserve", "selenium")
+    return "versions: " + ", ".join(f"{name} {installed(name)}" for name in names)
 
 
 @pytest.fixture(autouse=True, scope="session")
