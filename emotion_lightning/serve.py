@@ -202,10 +202,14 @@ def main(argv: list[str]) -> None:
         raise ServeError("serve needs LitServe: pip install 'emotion-lightning[serve]' (or pip install litserve)")
     for name in ("max_batch_size", "batch_size", "workers", "max_texts", "max_body_bytes"):
         check_at_least(f"--{name}", getattr(args, name), 1)
+    import torch
+
     from emotion_lightning.predictor import PRECISIONS, EmotionPredictor
 
     if not 1024 <= args.port <= 65535:
         raise ServeError(f"--port must be from 1024 to 65535 (LitServe's range), got {args.port}")
+    if args.accelerator == "cuda" and not torch.cuda.is_available():
+        raise ServeError("--accelerator cuda: no CUDA GPU is visible here; give --accelerator cpu (or auto)")
     if args.precision not in PRECISIONS:
         raise ServeError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:

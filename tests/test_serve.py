@@ -84,7 +84,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
-    running = Server(tiny_checkpoint, "--precision", "32-true", "--max_texts", "4", "--max_body_bytes", "2000")
+    # Two model workers: the batches of concurrent requests are shared between processes.
+    settings = ("--precision", "32-true", "--max_texts", "4", "--max_body_bytes", "2000", "--workers", "2")
+    running = Server(tiny_checkpoint, *settings)
     yield running
     running.stop()
 
@@ -142,6 +144,16 @@ def test_serve_of_a_missing_model_is_one_line(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"emotion-lightning: error: checkpoint {missing} does not exist"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_cuda_asked_for_without_a_gpu_is_one_line(tiny_checkpoint):
+    command = [sys.executable, "-m", "emotion_lightning", "serve", str(tiny_checkpoint), "--accelerator", "cuda"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "emotion-lightning: error: --accelerator cuda: no CUDA GPU is visible here; give --accelerator cpu (or auto)"
+    )
 
 
 def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_checkpoint):
