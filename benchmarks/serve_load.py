@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -102,8 +103,6 @@ def start(command: list[str], port: int, env: dict | None = None) -> subprocess.
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            import urllib.request
-
             if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).status == 200:
                 return process
         except OSError:

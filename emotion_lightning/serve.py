@@ -50,27 +50,31 @@ class TextsToClassify:
     texts: list[str]
     single: bool
 
+    @classmethod
+    def of(cls, payload: dict) -> TextsToClassify:
+        """A request body's texts, as ``read_request`` accepts it (the worker reads checked bodies with this)."""
+        return cls([payload["text"]], single=True) if "text" in payload else cls(payload["texts"], single=False)
+
 
 def read_request(payload: object, max_texts: int) -> TextsToClassify:
     """``{"text": "..."}`` or ``{"texts": [...]}``, or a :class:`BadRequest` that says what is wrong."""
     usage = 'send {"text": "..."} or {"texts": ["...", ...]}'
     if not isinstance(payload, dict):
         raise BadRequest(422, f"the body must be a JSON object: {usage}")
-    if set(payload) == {"text"}:
-        texts, single = [payload["text"]], True
-    elif set(payload) == {"texts"}:
-        texts, single = payload["texts"], False
+    if set(payload) not in ({"text"}, {"texts"}):
+        raise BadRequest(422, f"unexpected fields {sorted(payload)}: {usage}")
+    if "texts" in payload:
+        texts = payload["texts"]
         if not isinstance(texts, list) or not texts:
             raise BadRequest(422, '"texts" must be a list of at least one string')
         if len(texts) > max_texts:
             raise BadRequest(413, f'"texts" holds {len(texts)} texts; this server takes at most {max_texts} a request')
-    else:
-        raise BadRequest(422, f"unexpected fields {sorted(payload)}: {usage}")
-    for position, text in enumerate(texts):
+    request = TextsToClassify.of(payload)
+    for position, text in enumerate(request.texts):
         if problem := text_problem(text):
-            where = '"text"' if single else f'"texts"[{position}]'
+            where = '"text"' if request.single else f'"texts"[{position}]'
             raise BadRequest(422, f"{where}: {problem}")
-    return TextsToClassify(texts, single)
+    return request
 
 
 class RequestGate:

@@ -41,9 +41,7 @@ class EmotionAPI(ls.LitAPI):
 
     def decode_request(self, request) -> TextsToClassify:
         # The HTTP side (RequestGate) checked it before it was queued.
-        if "text" in request:
-            return TextsToClassify([request["text"]], single=True)
-        return TextsToClassify(request["texts"], single=False)
+        return TextsToClassify.of(request)
 
     def batch(self, inputs):
         return list(inputs)

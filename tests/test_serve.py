@@ -38,8 +38,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key_header = {"X-API-Key": api_key} if api_key else {}
-        env = {**os.environ, "LIT_SERVER_API_KEY": api_key} if api_key else dict(os.environ)
-        env.pop("LIT_SERVER_API_KEY", None) if api_key is None else None
+        env = {name: value for name, value in os.environ.items() if name != "LIT_SERVER_API_KEY"}
+        if api_key:
+            env["LIT_SERVER_API_KEY"] = api_key
         command = [sys.executable, "-m", "emotion_lightning", "serve", str(model), "--port", str(self.port), *args]
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -73,7 +74,10 @@ class Server:
         """Send ``signum`` (to the process group when ``group``, as Ctrl-C in a terminal does); seconds to exit."""
         started = time.monotonic()
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signum) if group else self.process.send_signal(signum)
+            if group:
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
             try:
                 self.process.wait(timeout=60)
             finally:
