@@ -85,6 +85,20 @@ def write_settings_help() -> None:
         (HELP_FOLDER / f"{subcommand}.txt").write_text(settings_help(full_help(subcommand), subcommand))
 
 
+def parse_settings(settings_class, subcommand: str, argv: list[str]):
+    """A settings dataclass from ``argv``, parsed as the Lightning subcommands parse theirs (jsonargparse:
+    ``--SETTING VALUE``, ``-c FILE``, ``--print_config``); its fields without a default are positional."""
+    import dataclasses
+
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=f"{PROG} {subcommand}", description=settings_class.__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these settings")
+    parser.add_class_arguments(settings_class, as_positional=True, as_group=False)
+    config = parser.parse_args(argv)
+    return settings_class(**{field.name: config[field.name] for field in dataclasses.fields(settings_class)})
+
+
 def run(args: list[str] | None = None):
     """Run a Lightning subcommand with ``args`` (default: the command line); returns the CLI, for inspection."""
     from emotion_lightning.lightning_cli import run as run_lightning_cli

@@ -34,10 +34,19 @@ NOISE_WARNINGS = (
 )
 
 
-@rank_zero_only
 def say(message: str) -> None:
     """One line for the user, from the first process only."""
-    log.info(message)
+    if _rank() == 0:
+        log.info(message)
+
+
+def _rank() -> int:
+    """This process's rank: Lightning's, once it is imported (it sets it); before, read from the environment
+    as Lightning reads it (a command may speak before it imports Lightning)."""
+    if hasattr(rank_zero_only, "rank"):
+        return rank_zero_only.rank
+    ranks = (os.environ.get(name) for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
+    return int(next((rank for rank in ranks if rank is not None), 0))
 
 
 class _MessageLines(logging.StreamHandler):
@@ -71,16 +80,18 @@ def _one_line_for_ours(library_format):
 
 
 def quiet_libraries() -> None:
-    """Leave out the libraries' notices and progress bars that carry no action for the user."""
+    """Leave out the libraries' notices and progress bars that carry no action for the user (imports nothing)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     for pattern in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    # Lightning's own info lines (devices found, seed set, tips); its warnings still show. (Imported first:
-    # Lightning sets its loggers' level when it is imported.)
-    import lightning.pytorch  # noqa: F401
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning's own info lines (devices found, seed set, tips) go to the root logger's handlers when it has
+    # some, else to a handler of Lightning's: one at WARNING keeps Lightning's warnings and drops its notices,
+    # and shows other libraries' warnings as Python shows them when nothing is configured.
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
     warnings.formatwarning = _one_line_for_ours(warnings.formatwarning)

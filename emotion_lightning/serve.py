@@ -1,245 +1,282 @@
-"""Serve a trained model over HTTP: ``emotion-lightning serve MODEL`` (the ``serve`` extra: LitServe).
+"""Serve a trained model over HTTP: ``emotion-lightning serve MODEL`` (the ``serve`` extra: uvicorn).
 
-MODEL is a checkpoint written by ``fit`` or a folder written by ``export``. LitServe runs the model in a worker
-process and batches the requests that arrive together; the HTTP side answers the page at ``/`` and checks every
-prediction request (size, JSON, fields) before it is queued, so that a bad request gets its own 4xx answer
-instead of failing the batch it would have joined.
+MODEL is a checkpoint written by ``fit`` or a folder written by ``export``. The server process answers HTTP
+(:mod:`emotion_lightning.serve_app`: every request checked before it is queued) and supervises the model worker
+processes (:mod:`emotion_lightning.serve_workers`: dynamic batching, 503 and a restart when one dies).
+
+Stopping: SIGTERM or SIGINT, to the server or to its whole process group (Ctrl-C, ``kill -- -PGID``, systemd),
+stops accepting, answers the requests in flight (within ``drain_timeout``), stops the workers and exits 0.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
-import logging
-import multiprocessing
+import ipaddress
+import math
 import os
 import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from emotion_lightning.console import say
+from emotion_lightning.console import quiet_libraries, say
 from emotion_lightning.errors import EmotionLightningError, check_at_least
-from emotion_lightning.sources import text_problem
 
-PAGE = Path(__file__).parent / "static" / "index.html"
-API_PATH = "/predict"
-# LitServe's own API key: when this variable is set, every route but the page needs the header X-API-Key.
-API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
-DEFAULT_MAX_TEXTS = 64
-DEFAULT_MAX_BODY_BYTES = 1_000_000
+# The API key: when this variable is set, every route but the page and /health needs the header X-API-Key.
+API_KEY_VARIABLE = "EMOTION_LIGHTNING_API_KEY"
+# LitServe's variable, which version 0.3 read: refused rather than ignored, so that no server starts open by mistake.
+FORMER_API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
 
 
 class ServeError(EmotionLightningError, ValueError):
-    """A serve command that cannot start as asked."""
+    """A serve command that cannot start as asked, or a server that cannot go on."""
 
 
-class BadRequest(Exception):
-    """A prediction request answered with ``status`` and ``message`` instead of a prediction."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+class _StoppedBeforeServing(BaseException):
+    """SIGTERM or SIGINT before the server listens: nothing to drain."""
 
 
 @dataclass(frozen=True)
-class TextsToClassify:
-    """One request's texts; ``single`` when it gave one ``text`` (and is answered with one object)."""
+class ServeSettings:
+    """Serve a trained model over HTTP, batching concurrent requests: a page at /, POST /predict with
+    {"text": ...} or {"texts": [...]}, GET /health, /info, the API's page at /docs. Set EMOTION_LIGHTNING_API_KEY
+    to require the header X-API-Key on every route but / and /health.
 
-    texts: list[str]
-    single: bool
-
-    @classmethod
-    def of(cls, payload: dict) -> TextsToClassify:
-        """A request body's texts, as ``read_request`` accepts it (the worker reads checked bodies with this)."""
-        return cls([payload["text"]], single=True) if "text" in payload else cls(payload["texts"], single=False)
-
-
-def read_request(payload: object, max_texts: int) -> TextsToClassify:
-    """``{"text": "..."}`` or ``{"texts": [...]}``, or a :class:`BadRequest` that says what is wrong."""
-    usage = 'send {"text": "..."} or {"texts": ["...", ...]}'
-    if not isinstance(payload, dict):
-        raise BadRequest(422, f"the body must be a JSON object: {usage}")
-    if set(payload) not in ({"text"}, {"texts"}):
-        raise BadRequest(422, f"unexpected fields {sorted(payload)}: {usage}")
-    if "texts" in payload:
-        texts = payload["texts"]
-        if not isinstance(texts, list) or not texts:
-            raise BadRequest(422, '"texts" must be a list of at least one string')
-        if len(texts) > max_texts:
-            raise BadRequest(413, f'"texts" holds {len(texts)} texts; this server takes at most {max_texts} a request')
-    request = TextsToClassify.of(payload)
-    for position, text in enumerate(request.texts):
-        if problem := text_problem(text):
-            where = '"text"' if request.single else f'"texts"[{position}]'
-            raise BadRequest(422, f"{where}: {problem}")
-    return request
-
-
-class RequestGate:
-    """ASGI middleware in front of LitServe: serves the page at ``/`` and checks each prediction request.
-
-    Requests that do not carry the API key (when one is set) go on unchecked: LitServe answers them 401.
+    Args:
+        model: a .ckpt written by fit, or a folder written by export
+        host: the address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)
+        port: the port to listen on (1024 to 65535)
+        allowed_hosts: the Host names the server answers (default: this machine's names; "*": any)
+        cors_origins: web origins allowed to call the API from a browser, such as http://localhost:3000
+        workers: model worker processes (each loads the model; on a CPU they share its cores)
+        accelerator: auto, cpu or cuda
+        precision: auto, 32-true, bf16-mixed or 16-mixed
+        batch_size: texts per forward pass
+        max_batch_size: requests predicted together
+        batch_timeout: seconds a batch waits for more requests
+        max_texts: texts in one request
+        max_body_bytes: bytes in one request body
+        read_timeout: seconds a client has to send a request's headers, and again its body
+        max_connections: open connections; beyond, the oldest one still sending its headers is closed
+        drain_timeout: seconds to answer the requests in flight when stopping
     """
 
-    def __init__(self, app, *, max_texts: int, max_body_bytes: int, api_key: str | None):
-        self.app = app
-        self.max_texts = max_texts
-        self.max_body_bytes = max_body_bytes
-        self.api_key = api_key.encode() if api_key else None
-        self.page = PAGE.read_bytes()
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allowed_hosts: list[str] | None = None
+    cors_origins: list[str] | None = None
+    workers: int = 1
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    batch_size: int = 16
+    max_batch_size: int = 64
+    batch_timeout: float = 0.02
+    max_texts: int = 64
+    max_body_bytes: int = 1_000_000
+    read_timeout: float = 10.0
+    max_connections: int = 1000
+    drain_timeout: float = 10.0
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
-            return await _answer(send, 200, self.page, "text/html; charset=utf-8")
-        headers = dict(scope["headers"])
-        if scope["path"] != API_PATH or scope["method"] != "POST" or not self._authorized(headers):
-            return await self.app(scope, receive, send)
-        try:
-            body = await self._read_body(headers, receive)
-            try:
-                payload = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-                raise BadRequest(400, f"the body is not JSON ({error})") from None
-            read_request(payload, self.max_texts)
-        except BadRequest as error:
-            return await _answer(send, error.status, json.dumps({"detail": str(error)}).encode(), "application/json")
-
-        replayed = False
-
-        async def receive_checked_body():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        # Read as JSON whatever the client called it (curl -d says form data).
-        as_json = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
-        as_json.append((b"content-type", b"application/json"))
-        await self.app({**scope, "headers": as_json}, receive_checked_body, send)
-
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        return self.api_key is None or headers.get(b"x-api-key") == self.api_key
-
-    async def _read_body(self, headers: dict[bytes, bytes], receive) -> bytes:
-        too_large = BadRequest(413, f"the body is larger than this server takes ({self.max_body_bytes:,} bytes)")
-        if int(headers.get(b"content-length", b"0") or 0) > self.max_body_bytes:
-            raise too_large
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > self.max_body_bytes:
-                raise too_large
-            if not message.get("more_body"):
-                return bytes(body)
+    def check(self) -> None:
+        """One line for the first setting that cannot work, before anything starts."""
+        for name in ("workers", "batch_size", "max_batch_size", "max_texts", "max_body_bytes", "max_connections"):
+            check_at_least(f"--{name}", getattr(self, name), 1)
+        for name in ("batch_timeout", "read_timeout", "drain_timeout"):
+            seconds = getattr(self, name)
+            if not 0 <= seconds < math.inf or (name == "read_timeout" and seconds == 0):
+                raise ServeError(f"--{name} must be a finite number of seconds (more than 0), got {seconds}")
+        if not 1024 <= self.port <= 65535:
+            raise ServeError(f"--port must be from 1024 to 65535, got {self.port}")
 
 
-async def _answer(send, status: int, body: bytes, content_type: str) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def serve(settings: ServeSettings) -> None:
+    """Run the server until SIGTERM or SIGINT (or until its workers cannot go on: :class:`ServeError`)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_before_serving)
+    try:
+        _serve(settings)
+    except _StoppedBeforeServing:
+        say("Stopped before serving")
 
 
-def _stop_gracefully(drain_seconds: float):
-    """SIGTERM and Ctrl-C: the HTTP servers stop accepting and answer the requests in flight (uvicorn's graceful
-    shutdown, at most ``drain_seconds``), and only then does LitServe stop the model worker."""
-
-    serving_process = os.getpid()
-
-    def stop(signum, frame):
-        if os.getpid() != serving_process:
-            # A process forked with this handler. An HTTP server: uvicorn raises the signal again once it has
-            # drained. The queues' manager: the server stops it after the drain, whoever else is signalled.
-            if multiprocessing.current_process().name.startswith("LitServer-"):
-                raise SystemExit(0)
-            return
-        # LitServe names its HTTP server processes LitServer-N (the stopping tests fail if that changes).
-        http_servers = [child for child in multiprocessing.active_children() if child.name.startswith("LitServer-")]
-        for child in http_servers:
-            if signum == signal.SIGTERM:  # Ctrl-C has already reached them from the terminal
-                os.kill(child.pid, signal.SIGTERM)
-        for child in http_servers:
-            child.join(drain_seconds + 1)
-        logging.getLogger("litserve").setLevel(logging.ERROR)  # not its "already not alive" about them
-        raise KeyboardInterrupt
-
-    return stop
+def _stop_before_serving(signum, frame):
+    raise _StoppedBeforeServing
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="emotion-lightning serve",
-        description="Serve a trained model over HTTP, batching concurrent requests (LitServe): a page at /, "
-        'POST /predict with {"text": ...} or {"texts": [...]}, GET /health, the API docs at /docs. '
-        f"Set {API_KEY_VARIABLE} to require the header X-API-Key.",
-    )
-    parser.add_argument("model", type=Path, help="a .ckpt written by fit, or a folder written by export")
-    parser.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "0.0.0.0", "::"), help="%(default)s")
-    parser.add_argument("--port", type=int, default=8000, help="%(default)s")
-    parser.add_argument("--max_batch_size", type=int, default=64, help="requests batched together (%(default)s)")
-    parser.add_argument(
-        "--batch_timeout", type=float, default=0.02, help="seconds to wait for a batch to fill (%(default)s)"
-    )
-    parser.add_argument("--batch_size", type=int, default=16, help="texts per forward pass (%(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="model worker processes per device (%(default)s)")
-    parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda"), help="%(default)s")
-    parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed or 16-mixed (%(default)s)")
-    parser.add_argument("--max_texts", type=int, default=DEFAULT_MAX_TEXTS, help="texts a request (%(default)s)")
-    parser.add_argument(
-        "--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="request body size (%(default)s)"
-    )
-    parser.add_argument(
-        "--drain_timeout", type=float, default=10.0, help="seconds to answer requests in flight at stop (%(default)s)"
-    )
-    return parser
+def _serve(s: ServeSettings) -> None:
+    # Everything that can be checked without the model comes first: a mistake is one line, at once.
+    if importlib.util.find_spec("uvicorn") is None:
+        raise ServeError("serve needs uvicorn: pip install 'emotion-lightning[serve]'")
+    s.check()
+    api_key = _api_key()
+    hosts = _allowed_hosts(s.host, s.allowed_hosts)
+    if not s.model.exists():
+        what = "folder" if not s.model.suffix else "checkpoint"
+        raise ServeError(f"{what} {s.model} does not exist")
+    listening = _listen(s.host, s.port, backlog=s.max_connections)
+    quiet_libraries()
+    import uvicorn
+
+    from emotion_lightning.serve_app import Rules, ServeApp
+    from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
+
+    worker_settings = WorkerSettings(s.model, s.accelerator, s.precision, s.batch_size, s.workers)
+    server: uvicorn.Server | None = None
+
+    def stop_serving(message: str) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    pool = ModelWorkers(worker_settings, s.workers, s.max_batch_size, s.batch_timeout, on_fatal=stop_serving)
+    try:
+        pool.start()
+        # The model loads in the workers (this process never imports torch): serving starts once one is ready.
+        if not pool.wait_until_ready():
+            raise ServeError(pool.fatal)
+        if not _is_loopback(s.host) and api_key is None:
+            say(
+                f"warning: serving on {s.host} with no API key: anyone who can reach this machine can use the model "
+                f"(set {API_KEY_VARIABLE})"
+            )
+        info = {
+            **pool.model_info,
+            "max_texts": s.max_texts,
+            "max_body_bytes": s.max_body_bytes,
+            "max_batch_size": s.max_batch_size,
+            "workers": s.workers,
+        }
+        rules = Rules(s.max_texts, s.max_body_bytes, s.read_timeout, api_key, hosts, frozenset(s.cors_origins or ()))
+        config = uvicorn.Config(
+            ServeApp(pool, rules, info),
+            http=_guarded_http(s.read_timeout, s.max_connections),
+            ws="none",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=s.drain_timeout,
+        )
+        server = uvicorn.Server(config)
+        # From here uvicorn answers SIGTERM and SIGINT: it drains, then raises the signal again into this handler.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
+        say(f"Serving {s.model} at http://{_url_host(s.host)}:{s.port}/ (POST /predict; API docs at /docs)")
+        server.run(sockets=[listening])
+    finally:
+        pool.stop(wait=s.drain_timeout)
+    if pool.fatal:
+        raise ServeError(pool.fatal)
+    say("Server stopped")
+
+
+def _api_key() -> bytes | None:
+    key = os.environ.get(API_KEY_VARIABLE)
+    if key is None and os.environ.get(FORMER_API_KEY_VARIABLE):
+        raise ServeError(
+            f"{FORMER_API_KEY_VARIABLE} is set, but the key is now read from {API_KEY_VARIABLE}: set that "
+            f"(and unset {FORMER_API_KEY_VARIABLE}), so that the server does not start without the key you meant"
+        )
+    if key is not None and not key.strip():
+        raise ServeError(f"{API_KEY_VARIABLE} is set but empty; give it a key, or unset it to serve without one")
+    return key.encode() if key else None
+
+
+def _allowed_hosts(host: str, given: list[str] | None) -> frozenset[str] | None:
+    """The Host names answered: loopback's, this machine's own names and the address served on, unless given."""
+    if given is not None:
+        names = [name.strip().lower() for name in given]
+        return None if "*" in names else frozenset(names)
+    names = {"localhost", "127.0.0.1", "[::1]"}
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        names.add(host.lower())
+    else:
+        if not address.is_loopback:
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+            if not address.is_unspecified:
+                names.add(f"[{host}]" if address.version == 6 else host)
+    return frozenset(names)
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket, made here so that a port in use (or a second server on it) is one line.
+
+    ``SO_REUSEADDR``, as uvicorn sets it: a server restarted right after a stop can take its port back while
+    the old connections wait out their TIME-WAIT; two live servers still cannot share a port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(backlog)
+    except OSError as error:
+        listening.close()
+        raise ServeError(f"cannot serve at {host} port {port}: {error.strerror}; give another --port") from None
+    return listening
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _guarded_http(read_timeout: float, max_connections: int):
+    """uvicorn's HTTP/1.1 protocol with what it lacks against slow clients: a deadline for each request's headers
+    (a connection that opens and sends nothing, or half a header, is closed after ``read_timeout``), and at most
+    ``max_connections`` open connections (beyond, the oldest one still sending its headers is closed)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            self._opened, self._headers_deadline = self.loop.time(), None
+            super().connection_made(transport)
+            self._watch_headers()
+            if len(self.connections) > max_connections:
+                waiting = [c for c in self.connections if c._awaits_headers()]
+                oldest = min(waiting, key=lambda c: c._opened, default=self)
+                oldest.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch_headers()
+
+        def connection_lost(self, exc) -> None:
+            if self._headers_deadline is not None:
+                self._headers_deadline.cancel()
+            super().connection_lost(exc)
+
+        def _awaits_headers(self) -> bool:
+            return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+
+        def _watch_headers(self) -> None:
+            if not self._awaits_headers():
+                if self._headers_deadline is not None:
+                    self._headers_deadline.cancel()
+                    self._headers_deadline = None
+            elif self._headers_deadline is None:
+                self._headers_deadline = self.loop.call_later(read_timeout, self._headers_late)
+
+        def _headers_late(self) -> None:
+            self._headers_deadline = None
+            if self._awaits_headers():
+                self.transport.close()
+
+    return GuardedH11Protocol
 
 
 def main(argv: list[str]) -> None:
     """``emotion-lightning serve MODEL [--host ...] [--port ...] ...``"""
-    args = build_parser().parse_args(argv)
-    if importlib.util.find_spec("litserve") is None:
-        raise ServeError("serve needs LitServe: pip install 'emotion-lightning[serve]' (or pip install litserve)")
-    for name in ("max_batch_size", "batch_size", "workers", "max_texts", "max_body_bytes"):
-        check_at_least(f"--{name}", getattr(args, name), 1)
-    import torch
+    from emotion_lightning.cli import parse_settings
 
-    from emotion_lightning.predictor import PRECISIONS, EmotionPredictor
-
-    if not 1024 <= args.port <= 65535:
-        raise ServeError(f"--port must be from 1024 to 65535 (LitServe's range), got {args.port}")
-    if args.accelerator == "cuda" and not torch.cuda.is_available():
-        raise ServeError("--accelerator cuda: no CUDA GPU is visible here; give --accelerator cpu (or auto)")
-    if args.precision not in PRECISIONS:
-        raise ServeError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
-    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as error:
-            message = f"cannot serve at {args.host} port {args.port}: {error.strerror}; give another --port"
-            raise ServeError(message) from None
-    # Loaded here once, so that a wrong path or a bad checkpoint is one line before any server process starts.
-    labels = EmotionPredictor.load(args.model, device="cpu").labels
-    import litserve as ls
-
-    from emotion_lightning.serve_worker import EmotionAPI
-
-    api = EmotionAPI(args.model, args.precision, args.batch_size, args.max_batch_size, args.batch_timeout, args.workers)
-    gate = {"max_texts": args.max_texts, "max_body_bytes": args.max_body_bytes}
-    server = ls.LitServer(
-        api,
-        accelerator=args.accelerator,
-        workers_per_device=args.workers,
-        middlewares=[(RequestGate, {**gate, "api_key": os.environ.get(API_KEY_VARIABLE)})],
-        model_metadata={"model": str(args.model), "labels": labels, **gate},
-    )
-    server.uvicorn_graceful_timeout = args.drain_timeout
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop_gracefully(args.drain_timeout))
-    say(f"Serving {args.model} at http://{args.host}:{args.port}/ (POST {API_PATH}; API docs at /docs)")
-    server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False, access_log=False)
-    say("Server stopped")
+    serve(parse_settings(ServeSettings, "serve", argv))

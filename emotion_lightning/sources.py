@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from emotion_lightning.errors import DataNotFoundError, EmotionLightningError, S
 
 SPLIT_FILE_STEMS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
 FILE_FORMATS = (".txt", ".csv", ".jsonl", ".json", ".parquet")
+# Unicode categories that show nothing on their own: separators, controls, format characters (zero-width space,
+# joiners, BOM), unassigned code points, combining marks. A text of only these is blank to a reader, and to the
+# tokenizer, which drops them: the model would be asked to classify nothing.
+INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cn", "Mn", "Me"})
 
 
 class DataFileError(EmotionLightningError, ValueError):
@@ -109,6 +114,8 @@ def text_problem(text: object) -> str | None:
         text.encode()
     except UnicodeEncodeError:
         return "text is not valid Unicode (it holds a lone surrogate)"
+    if not any(unicodedata.category(character) not in INVISIBLE_CATEGORIES for character in text):
+        return "text has no visible character (only spaces, control, format or combining characters)"
     return None
 
 
@@ -229,13 +236,13 @@ def read_split_file(path: str | Path, labels: Sequence[str]) -> dict[str, list]:
 def read_predict_file(path: str | Path) -> tuple[list[str], list[int]]:
     """Texts to classify, one per line, with their line numbers.
 
-    Blank lines are not texts: they are left out and reported by line number so that the output
-    rows still map to the lines that held text.
+    Blank lines (nothing visible on them) are not texts: they are left out and reported by line number so that
+    the output rows still map to the lines that held text.
     """
     path = Path(path)
     texts, line_numbers = [], []
     for line_number, line in iter_lines(path):
-        if line.strip():
+        if text_problem(line) is None:
             texts.append(line)
             line_numbers.append(line_number)
     if not texts:

@@ -111,10 +111,15 @@ def _end_with_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the tokenizer's own threads, after a fork: off
+    end_with_parent()
+
+
+def end_with_parent() -> None:
+    """Have this process killed when its parent dies, however the parent ends (SIGKILL too)."""
     try:
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the workers end when the pool is closed
+    except (OSError, AttributeError):  # not Linux: the workers end when their parent closes them
         pass
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)

@@ -51,7 +51,7 @@ def pytest_report_header(config) -> str:
             return "not installed"
 
     names = ("torch", "lightning", "transformers", "datasets", "torchmetrics", "jsonargparse", "wandb", "optuna")
-    names += ("litserve", "selenium")
+    names += ("uvicorn", "selenium")
     return "versions: " + ", ".join(f"{name} {installed(name)}" for name in names)
 
 

@@ -1,4 +1,5 @@
-"""emotion-lightning serve: the HTTP API, its limits, the API key, stopping with requests in flight, the page."""
+"""emotion-lightning serve: the request rules, the API key, the Host and origin checks, slow clients, stopping
+with requests in flight (as systemd and a terminal stop it), killed processes, the page in a real browser."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lightning.serve import BadRequest, read_request
+from emotion_lightning.serve_app import Refused, parse_json, read_request
 
-pytest.importorskip("litserve", reason="the serve extra (litserve) is part of the dev extra")
+pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is part of the dev extra")
 
 TEXTS = ["i am so happy and glad today", "i feel lonely and sad", "scared about my exam", "angry"]
+KEY = "s3cret-key"
 
 
 def free_port() -> int:
@@ -31,26 +33,50 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Server:
-    """``emotion-lightning serve`` in its own process group (as a terminal runs it), ready once /health answers."""
+def raw_request(port: int, data: bytes, timeout: float = 30) -> bytes:
+    """Send bytes as they are (repeated headers, any Host) and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
 
-    def __init__(self, model: Path, *args: str, api_key: str | None = None):
-        self.port = free_port()
+
+def post(port: int, body: bytes, *headers: str, host: str = "127.0.0.1") -> tuple[int, dict, bytes]:
+    """A POST /predict written by hand: status, headers (lower-case names) and body of the answer."""
+    lines = ["POST /predict HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}", "Connection: close", *headers]
+    answer = raw_request(port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    named = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), named, payload
+
+
+class Server:
+    """``emotion-lightning serve`` in its own process group (as a terminal or a service runs it), ready once
+    /health answers."""
+
+    def __init__(self, model: Path, *args: str, api_key: str | None = None, port: int | None = None, wait=True):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.key_header = {"X-API-Key": api_key} if api_key else {}
-        env = {name: value for name, value in os.environ.items() if name != "LIT_SERVER_API_KEY"}
+        env = {name: value for name, value in os.environ.items() if "API_KEY" not in name}
         if api_key:
-            env["LIT_SERVER_API_KEY"] = api_key
+            env["EMOTION_LIGHTNING_API_KEY"] = api_key
         command = [sys.executable, "-m", "emotion_lightning", "serve", str(model), "--port", str(self.port), *args]
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
-        deadline = time.monotonic() + 180
-        while self.get("/health", headers=self.key_header)[0] != 200:
+        if wait:
+            self.wait_until_ready()
+
+    def wait_until_ready(self, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while self.get("/health")[0] != 200:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"the server did not start:\n{self.process.stdout.read()[-3000:]}")
-            time.sleep(0.3)
+            time.sleep(0.2)
 
     def request(self, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(self.url + path, data=body, headers=headers or {})
@@ -70,8 +96,13 @@ class Server:
         status, answer = self.request("/predict", body, {"Content-Type": "application/json", **(headers or {})})
         return status, json.loads(answer) if answer else None
 
+    def workers(self) -> list[int]:
+        """The model worker processes (children of the server spawned by multiprocessing)."""
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "spawn_main"], capture_output=True)
+        return [int(pid) for pid in found.stdout.split()]
+
     def stop(self, signum=signal.SIGTERM, group: bool = False) -> float:
-        """Send ``signum`` (to the process group when ``group``, as Ctrl-C in a terminal does); seconds to exit."""
+        """Send ``signum`` to the server, or to its whole process group (``kill -- -PGID``); seconds to exit."""
         started = time.monotonic()
         if self.process.poll() is None:
             if group:
@@ -85,12 +116,37 @@ class Server:
                     os.killpg(self.process.pid, signal.SIGKILL)
         return time.monotonic() - started
 
+    def output(self) -> str:
+        return self.process.stdout.read()
+
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     # Two model workers: the batches of concurrent requests are shared between processes.
     settings = ("--precision", "32-true", "--max_texts", "4", "--max_body_bytes", "2000", "--workers", "2")
-    running = Server(tiny_checkpoint, *settings)
+    running = Server(tiny_checkpoint, *settings, "--read_timeout", "2", "--max_connections", "100")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_checkpoint, tmp_path_factory):
+    """An exported folder on every interface, with an API key and one web origin allowed."""
+    from emotion_lightning.cli import main
+
+    exported = tmp_path_factory.mktemp("served") / "exported"
+    main(["export", str(tiny_checkpoint), str(exported)])
+    running = Server(
+        exported,
+        "--host",
+        "0.0.0.0",
+        "--cors_origins",
+        "[http://app.example]",
+        "--allowed_hosts",
+        "[localhost, 127.0.0.1, emotion.example]",
+        api_key=KEY,
+    )
+    running.get = lambda path, headers=None: Server.get(running, path, {"X-API-Key": KEY, **(headers or {})})
     yield running
     running.stop()
 
@@ -105,6 +161,10 @@ def server(tiny_checkpoint):
         ({"txt": "a"}, 422, "unexpected fields ['txt']"),
         ({"text": "a", "texts": ["b"]}, 422, "unexpected fields ['text', 'texts']"),
         ({"text": " \n"}, 422, '"text": empty text'),
+        ({"text": "\r\n\t"}, 422, '"text": empty text'),
+        ({"text": "\u200b\u200d\ufeff"}, 422, '"text": text has no visible character'),
+        ({"text": "\x00\x07"}, 422, '"text": text has no visible character'),
+        ({"text": "\u0301"}, 422, '"text": text has no visible character'),
         ({"text": 3}, 422, '"text": text must be a string, got int'),
         ({"texts": "a"}, 422, '"texts" must be a list of at least one string'),
         ({"texts": []}, 422, '"texts" must be a list of at least one string'),
@@ -114,38 +174,85 @@ def server(tiny_checkpoint):
     ],
 )
 def test_a_bad_request_is_refused_with_what_is_wrong(payload, status, message):
-    with pytest.raises(BadRequest, match="^" + re.escape(message)) as refused:
+    with pytest.raises(Refused, match="^" + re.escape(message)) as refused:
         read_request(payload, max_texts=4)
     assert refused.value.status == status
 
 
 def test_one_text_or_a_list_of_texts_is_read():
-    assert read_request({"text": "hi"}, max_texts=4) == read_request({"texts": ["hi"]}, max_texts=4).__class__(
-        ["hi"], single=True
-    )
+    assert read_request({"text": "hi"}, max_texts=4).texts == ["hi"]
+    assert read_request({"text": "hi"}, max_texts=4).single
     assert read_request({"texts": ["a", "b"]}, max_texts=4).texts == ["a", "b"]
+    assert read_request({"texts": ["é ü 😀"]}, max_texts=4).texts == ["é ü 😀"]
 
 
-def test_serve_without_litserve_says_what_to_install(monkeypatch, tiny_checkpoint):
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"text": "a", "text": "b"}', "the body gives 'text' more than once"),
+        (b'{"texts": [{"a": 1, "a": 2}]}', "the body gives 'a' more than once"),
+        ('{"text": "a"}'.encode("utf-16"), "the body is not UTF-8"),
+        (b'\xef\xbb\xbf{"text": "a"}', "the body is not JSON"),
+        (b'{"text": "caf\xe9"}', "the body is not UTF-8"),
+        (b"[" * 100_000, "the body is not JSON"),
+        (b'{"text": NaN}', "the body is not JSON"),
+    ],
+)
+def test_a_body_is_read_one_way_or_refused(body, message):
+    with pytest.raises(Refused, match="^" + re.escape(message)) as refused:
+        parse_json(body)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--read_timeout", "0"], "--read_timeout must be a finite number of seconds (more than 0), got 0.0"),
+        (["--drain_timeout", "-5"], "--drain_timeout must be a finite number of seconds (more than 0), got -5.0"),
+        (["--batch_timeout", ".inf"], "--batch_timeout must be a finite number of seconds (more than 0), got inf"),
+        (["--port", "80"], "--port must be from 1024 to 65535, got 80"),
+        (["--workers", "0"], "--workers must be an integer of at least 1, got 0"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_one_line(tiny_checkpoint, arguments, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "emotion_lightning", "serve", str(tiny_checkpoint), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr.strip()) == (1, f"emotion-lightning: error: {message}")
+
+
+def test_the_former_api_key_variable_is_refused_not_ignored(tiny_checkpoint):
+    env = {**os.environ, "LIT_SERVER_API_KEY": "secret"}
+    env.pop("EMOTION_LIGHTNING_API_KEY", None)
+    command = [sys.executable, "-m", "emotion_lightning", "serve", str(tiny_checkpoint), "--port", str(free_port())]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert "LIT_SERVER_API_KEY is set, but the key is now read from EMOTION_LIGHTNING_API_KEY" in done.stderr
+
+
+def test_serve_without_uvicorn_says_what_to_install(monkeypatch, tiny_checkpoint):
     import importlib.util
 
     from emotion_lightning.cli import main
 
     real_find_spec = importlib.util.find_spec
-    hidden = {"litserve": None}
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: hidden.get(name, real_find_spec(name)))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real_find_spec(name)
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", str(tiny_checkpoint)])
-    assert exit_info.value.code == (
-        "emotion-lightning: error: serve needs LitServe: "
-        "pip install 'emotion-lightning[serve]' (or pip install litserve)"
+    assert (
+        exit_info.value.code == "emotion-lightning: error: serve needs uvicorn: pip install 'emotion-lightning[serve]'"
     )
 
 
 def test_serve_of_a_missing_model_is_one_line(tmp_path):
     missing = tmp_path / "nope.ckpt"
-    command = [sys.executable, "-m", "emotion_lightning", "serve", str(missing)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    command = [sys.executable, "-m", "emotion_lightning", "serve", str(missing), "--port", str(free_port())]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"emotion-lightning: error: checkpoint {missing} does not exist"
 
@@ -171,6 +278,20 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_checkpoint):
     assert done.stderr.strip().splitlines()[-1] == (
         f"emotion-lightning: error: cannot serve at 127.0.0.1 port {port}: Address already in use; give another --port"
     )
+
+
+def test_a_worker_that_cannot_start_is_one_message_not_a_hang(tmp_path):
+    from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
+
+    said = []
+    pool = ModelWorkers(WorkerSettings(tmp_path / "gone.ckpt", "cpu", "32-true", 4, 1), 1, 8, 0.01, said.append)
+    pool.start()
+    deadline = time.monotonic() + 120
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pool.stop()
+    assert said == [f"checkpoint {tmp_path / 'gone.ckpt'} does not exist"]
+    assert pool.ready == 0
 
 
 # -- a running server ---------------------------------------------------------------------------------------
@@ -206,6 +327,8 @@ def test_answers_match_the_predictor(server, tiny_checkpoint):
         (b"[" * 100_000, 413, "the body is larger than this server takes (2,000 bytes)"),
         (b"[" * 1_500, 400, "the body is not JSON"),
         (b'{"text": "  "}', 422, '"text": empty text'),
+        (b'{"text": "a", "text": "  "}', 400, "the body gives 'text' more than once"),
+        (b'{"text": "\\u200b"}', 422, '"text": text has no visible character'),
         (b'{"texts": ["a", "b", "c", "d", "e"]}', 413, "this server takes at most 4 a request"),
         (b'{"prompt": "hi"}', 422, "unexpected fields ['prompt']"),
     ],
@@ -226,48 +349,272 @@ def test_bad_requests_do_not_fail_the_good_ones_batched_with_them(server):
         assert status == (200 if body["text"] else 422)
 
 
-def test_health_page_and_api_docs(server):
-    assert server.get("/health") == (200, b"ok")
-    status, page = server.get("/")
-    assert status == 200 and b'<textarea id="text"' in page
-    assert b"http://" not in page and b"https://" not in page  # nothing from the network: it works air-gapped
-    assert server.get("/docs")[0] == 200
-    assert "/predict" in json.loads(server.get("/openapi.json")[1])["paths"]
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=utf-16",
+        "application/jsonx",
+    ],
+)
+def test_only_json_is_read_so_no_web_page_can_post_without_asking(server, content_type):
+    # What a page on any site may send cross-origin without a CORS preflight: a form, or text/plain.
+    headers = ["Origin: https://attacker.example"] + ([f"Content-Type: {content_type}"] if content_type else [])
+    status, answer_headers, body = post(server.port, b'{"text": "i am glad"}', *headers)
+    assert status == 415
+    assert json.loads(body)["detail"] == "send the body as JSON, with the header Content-Type: application/json"
+    assert not any(name.startswith("access-control-") for name in answer_headers)
 
 
-def test_an_exported_folder_is_served_with_an_api_key(tiny_checkpoint, tmp_path):
-    from emotion_lightning.cli import main
+def test_a_json_content_type_with_its_charset_is_read(server):
+    status, _, body = post(server.port, b'{"text": "i am glad"}', "Content-Type: Application/JSON; charset=UTF-8")
+    assert status == 200 and json.loads(body)["label"]
 
-    main(["export", str(tiny_checkpoint), str(tmp_path / "exported")])
-    keyed = Server(tmp_path / "exported", api_key="s3cret-key")
-    try:
-        assert keyed.predict({"text": "i am glad"})[0] == 401
-        assert keyed.predict({"text": "i am glad"}, {"X-API-Key": "wrong"})[0] == 401
-        assert keyed.predict(b"not json")[0] == 401  # the key is checked before the body
-        assert keyed.get("/health")[0] == 401
-        status, answer = keyed.predict({"text": "i am glad"}, {"X-API-Key": "s3cret-key"})
-        assert status == 200 and answer["label"] in answer["probabilities"]
-        assert keyed.get("/")[0] == 200  # the page itself holds no model output; it asks for the key on 401
-    finally:
-        keyed.stop()
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "0"])
+def test_a_host_not_of_this_machine_is_refused(server, host):
+    # DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1.
+    status, _, body = post(server.port, b'{"text": "i am glad"}', "Content-Type: application/json", host=host)
+    assert status == 421
+    assert "this server does not answer for the Host" in json.loads(body)["detail"]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "LOCALHOST"])
+def test_this_machines_own_names_are_answered(server, host):
+    host = f"{host}:{server.port}"
+    status, _, _ = post(server.port, b'{"text": "i am glad"}', "Content-Type: application/json", host=host)
+    assert status == 200
 
 
 @pytest.mark.parametrize(
-    ("signum", "group"), [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["sigterm", "ctrl-c"]
+    "headers",
+    [
+        ["Host: 127.0.0.1", "Content-Type: application/json", "Content-Type: text/plain"],
+        ["Host: 127.0.0.1", "Host: attacker.example", "Content-Type: application/json"],
+        ["Host: 127.0.0.1", "Content-Type: application/json", "Origin: http://a.example", "Origin: http://b.example"],
+    ],
+)
+def test_a_header_the_server_reads_must_come_once(server, headers):
+    body = b'{"text": "i am glad"}'
+    lines = ["POST /predict HTTP/1.1", *headers, f"Content-Length: {len(body)}", "Connection: close"]
+    answer = raw_request(server.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    # h11 itself refuses a second Host; the server, the rest.
+    assert b"is given more than once" in answer or b"Invalid HTTP request" in answer
+
+
+def test_health_page_and_api_docs_with_nothing_from_the_network(server):
+    assert server.get("/health") == (200, b"ok")
+    status, page = server.get("/")
+    assert status == 200 and b'<textarea id="text"' in page
+    for name in ("/", "/docs"):
+        shown = server.get(name)[1]
+        assert b"http://" not in shown and b"https://" not in shown  # it works air-gapped
+    assert server.get("/docs/swagger-ui-bundle.js")[0] == 200
+    assert server.get("/docs/swagger-ui.css")[0] == 200
+    assert server.get("/docs/../../etc/passwd")[0] == 404
+    assert "/predict" in json.loads(server.get("/openapi.json")[1])["paths"]
+
+
+def test_info_says_what_the_server_takes_and_shows_no_path(server, tiny_checkpoint):
+    status, body = server.get("/info")
+    assert status == 200
+    info = json.loads(body)
+    assert info["labels"] == ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    assert info["max_texts"] == 4 and info["max_length"] == 64
+    assert str(tiny_checkpoint.parent) not in body.decode() and "/" not in json.dumps(info)
+
+
+def test_a_body_sent_too_slowly_is_answered_408(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        head = (
+            "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n"
+        )
+        connection.sendall(head.encode() + b'{"text": ')
+        started = time.monotonic()
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert 1.5 < time.monotonic() - started < 10
+    assert b"the body did not arrive within 2 s" in answer
+
+
+def test_half_open_connections_are_closed_and_cannot_keep_out_a_real_request(server):
+    # 150 connections (the server keeps at most 100) that send half a request and wait, as a slowloris does.
+    stalled = []
+    try:
+        for _ in range(150):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+            stalled.append(connection)
+        started = time.monotonic()
+        assert server.predict({"text": "i am glad"})[0] == 200
+        assert time.monotonic() - started < 5
+        time.sleep(3)  # past --read_timeout 2
+        for connection in stalled:
+            connection.settimeout(5)
+            assert connection.recv(100) == b""  # closed by the server
+    finally:
+        for connection in stalled:
+            connection.close()
+    assert server.predict({"text": "i am glad"})[0] == 200
+
+
+def test_a_second_server_on_the_same_port_fails_in_one_line(server, tiny_checkpoint):
+    command = [sys.executable, "-m", "emotion_lightning", "serve", str(tiny_checkpoint), "--port", str(server.port)]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"emotion-lightning: error: cannot serve at 127.0.0.1 port {server.port}: Address already in use; "
+        "give another --port"
+    )
+    assert time.monotonic() - started < 5  # before the model loads
+    assert server.predict({"text": "i am glad"})[0] == 200
+
+
+# -- the API key, origins, hosts --------------------------------------------------------------------------
+
+
+def test_with_a_key_every_route_but_the_page_and_health_needs_it(keyed_server):
+    for path in ("/info", "/docs", "/openapi.json", "/docs/swagger-ui.css", "/no-such-page"):
+        assert Server.get(keyed_server, path)[0] == 401, path
+        assert Server.get(keyed_server, path, {"X-API-Key": "wrong"})[0] == 401, path
+    assert Server.get(keyed_server, "/")[0] == 200  # the page holds no model output; it asks for the key on 401
+    assert Server.get(keyed_server, "/health")[0] == 200
+    assert keyed_server.predict({"text": "i am glad"})[0] == 401
+    assert keyed_server.predict(b"not json")[0] == 401  # the key is checked before the body is read
+    status, answer = keyed_server.predict({"text": "i am glad"}, {"X-API-Key": KEY})
+    assert status == 200 and answer["label"] in answer["probabilities"]
+    assert keyed_server.get("/info")[0] == 200
+
+
+@pytest.mark.parametrize("keys", [(KEY, "anything"), ("anything", KEY), (KEY, KEY)])
+def test_a_repeated_api_key_header_is_refused(keyed_server, keys):
+    # Read as the first value by one reader and the last by another, it let a request past every check.
+    headers = ["Content-Type: application/json", *(f"X-API-Key: {key}" for key in keys)]
+    status, _, body = post(keyed_server.port, b'{"texts": [1]}', *headers)
+    assert status == 400
+    assert json.loads(body)["detail"] == "the header x-api-key is given more than once"
+
+
+def test_an_allowed_origin_gets_cors_headers_and_others_none(keyed_server):
+    preflight = (
+        "OPTIONS /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\n"
+        "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type, x-api-key\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    answer = raw_request(keyed_server.port, preflight.encode()).lower()
+    assert answer.startswith(b"http/1.1 204")
+    assert b"access-control-allow-origin: http://app.example" in answer
+    assert b"access-control-allow-headers: content-type, x-api-key" in answer
+    allowed = post(
+        keyed_server.port,
+        b'{"text": "i am glad"}',
+        "Content-Type: application/json",
+        f"X-API-Key: {KEY}",
+        "Origin: http://app.example",
+    )
+    assert allowed[0] == 200 and allowed[1]["access-control-allow-origin"] == "http://app.example"
+    other = post(
+        keyed_server.port,
+        b'{"text": "i am glad"}',
+        "Content-Type: application/json",
+        f"X-API-Key: {KEY}",
+        "Origin: http://attacker.example",
+    )
+    assert not any(name.startswith("access-control-") for name in other[1])
+
+
+def test_allowed_hosts_are_the_ones_given(keyed_server):
+    body, headers = b'{"text": "i am glad"}', ("Content-Type: application/json", f"X-API-Key: {KEY}")
+    assert post(keyed_server.port, body, *headers, host="emotion.example")[0] == 200
+    assert post(keyed_server.port, body, *headers, host="other.example")[0] == 421
+
+
+def test_serving_every_interface_without_a_key_warns(tiny_checkpoint):
+    open_server = Server(tiny_checkpoint, "--host", "0.0.0.0", "--precision", "32-true")
+    open_server.stop()
+    assert "warning: serving on 0.0.0.0 with no API key: anyone who can reach this machine can use the model" in (
+        open_server.output()
+    )
+
+
+# -- stopping and crashing, the way they happen ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "group"),
+    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)],
+    ids=["sigterm", "sigterm-to-the-group", "ctrl-c"],
 )
 def test_stopping_answers_the_requests_in_flight(tiny_checkpoint, signum, group):
-    # A batch waits up to 2 s to fill: the requests are still in flight when the signal comes.
-    stopping = Server(tiny_checkpoint, "--batch_timeout", "2", "--max_batch_size", "64")
+    # A batch waits up to 2 s to fill: the requests are still in flight when the signal comes. The group
+    # signal is what systemd and `kill -- -PGID` send, and Ctrl-C in a terminal: it reaches the workers too.
+    stopping = Server(tiny_checkpoint, "--batch_timeout", "2", "--max_batch_size", "64", "--precision", "32-true")
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = [pool.submit(stopping.predict, {"text": TEXTS[i % 4]}) for i in range(12)]
-        time.sleep(0.5)
+        time.sleep(0.7)
         seconds = stopping.stop(signum, group)
         statuses = [answer.result()[0] for answer in answers]
-    output = stopping.process.stdout.read()
+    output = stopping.output()
     assert statuses == [200] * 12, output[-3000:]
     assert stopping.process.returncode == 0, output[-3000:]
-    assert seconds < 15, seconds  # the drain bound (--drain_timeout 10) and the model worker's stop
-    assert "Traceback" not in output, output[-3000:]
+    assert seconds < 15, seconds  # the drain bound (--drain_timeout 10) and the workers' stop
+    assert "Traceback" not in output and "leaked" not in output, output[-3000:]
+    assert output.rstrip().endswith("Server stopped")
+    if group:  # the port is free again at once: a restart right after a stop takes it (SO_REUSEADDR)
+        again = Server(tiny_checkpoint, "--precision", "32-true", port=stopping.port)
+        assert again.predict({"text": "i am glad"})[0] == 200
+        again.stop()
+
+
+def test_sigterm_while_starting_exits_promptly_and_quietly(tiny_checkpoint):
+    starting = Server(tiny_checkpoint, wait=False)
+    time.sleep(2)  # importing torch, or loading the model
+    seconds = starting.stop(signal.SIGTERM, group=True)
+    output = starting.output()
+    assert starting.process.returncode == 0, output
+    assert seconds < 10
+    assert "Traceback" not in output and "Serving" not in output, output
+
+
+def test_a_killed_worker_answers_its_requests_503_at_once_and_is_started_again(tiny_checkpoint):
+    crashing = Server(tiny_checkpoint, "--precision", "32-true")
+    try:
+        [worker] = crashing.workers()
+        # The worker is stopped (SIGSTOP) so that the requests are surely in it when it is killed.
+        os.kill(worker, signal.SIGSTOP)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = [pool.submit(crashing.predict, {"text": TEXTS[i % 4]}) for i in range(8)]
+            time.sleep(1.0)
+            killed = time.monotonic()
+            os.kill(worker, signal.SIGKILL)
+            results = [answer.result() for answer in answers]
+            answered = time.monotonic() - killed
+        assert [status for status, _ in results] == [503] * 8
+        assert "the model worker stopped while predicting this request (killed by signal 9)" in results[0][1]["detail"]
+        assert answered < 3
+        crashing.wait_until_ready()
+        assert crashing.predict({"text": "i am glad"})[0] == 200
+        [restarted] = crashing.workers()
+        assert restarted != worker
+        # The server itself killed: its port refuses at once, and its worker dies with it.
+        os.kill(crashing.process.pid, signal.SIGKILL)
+        crashing.process.wait(10)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", crashing.port), timeout=5).close()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{restarted}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{restarted}").exists()
+    finally:
+        crashing.stop()
+    output = crashing.output()
+    assert "Model worker 0 ended (killed by signal 9); starting it again" in output
+    assert "Traceback" not in output
 
 
 # -- the page in a real browser -----------------------------------------------------------------------------
@@ -319,3 +666,17 @@ def test_the_page_classifies_a_sentence_in_a_browser(server, tmp_path):
     for name, probability in expected["probabilities"].items():
         assert shown[name] == pytest.approx(probability, abs=1e-6)
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_the_api_docs_page_shows_the_operations_in_a_browser(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = chromium_driver()
+    try:
+        browser.get(server.url + "/docs")
+        WebDriverWait(browser, 30).until(lambda page: page.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = [element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+    finally:
+        browser.quit()
+    assert "/predict" in paths and "/health" in paths
