@@ -7,6 +7,7 @@ before any model is built.
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ TOKENIZER_CHECKPOINT_KEY = "tokenizer_files"
 
 
 class CheckpointError(EmotionLightningError, OSError):
-    """A checkpoint path that does not lead to a checkpoint of this package."""
+    """A checkpoint that cannot be read (missing, damaged, not ours) or written (a full disk) as asked."""
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -116,11 +117,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.partial")
-        with partial.open("wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
+        try:
+            with partial.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        except Exception as error:
+            partial.unlink(missing_ok=True)  # a half-written file would only hold the space that is missing
+            if isinstance(error, OSError):
+                why = error.strerror or str(error)
+            elif shutil.disk_usage(path.parent).free < 2**20:  # torch says "unexpected pos ..." when the disk fills
+                why = "No space left on device"
+            else:
+                raise
+            kept = f"; the {path.name} written before is intact" if path.is_file() else ""
+            raise CheckpointError(f"could not write the checkpoint {path}: {why}{kept}") from None
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         if "://" not in str(path) and (checkpoint := self._already_read.pop(str(Path(path).resolve()), None)):

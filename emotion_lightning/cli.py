@@ -16,7 +16,7 @@ from pathlib import Path
 
 from emotion_lightning import __version__
 from emotion_lightning.console import quiet_libraries, show_messages
-from emotion_lightning.errors import EmotionLightningError
+from emotion_lightning.errors import EmotionLightningError, parser_error
 
 PROG = "emotion-lightning"
 SUBCOMMANDS = {
@@ -50,6 +50,11 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # build its parser); tests/test_first_hour.py checks that they match the parser. Regenerate them with
 # `python -c "from emotion_lightning.cli import write_settings_help; write_settings_help()"`.
 HELP_FOLDER = Path(__file__).parent / "help"
+
+
+def settings_named_in_help(subcommand: str) -> list[str]:
+    """The settings a subcommand's shipped ``--help`` lists (``model.learning_rate``, ...)."""
+    return re.findall(r"^  --([\w.]+)", (HELP_FOLDER / f"{subcommand}.txt").read_text(), flags=re.MULTILINE)
 
 
 def settings_help(full_help: str, subcommand: str) -> str:
@@ -89,13 +94,20 @@ def parse_settings(settings_class, subcommand: str, argv: list[str]):
     """A settings dataclass from ``argv``, parsed as the Lightning subcommands parse theirs (jsonargparse:
     ``--SETTING VALUE``, ``-c FILE``, ``--print_config``); its fields without a default are positional."""
     import dataclasses
+    from argparse import ArgumentError
 
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog=f"{PROG} {subcommand}", description=settings_class.__doc__.split("\n\n")[0])
+    description = settings_class.__doc__.split("\n\n")[0]
+    parser = ArgumentParser(
+        prog=f"{PROG} {subcommand}", description=description, exit_on_error=False, allow_abbrev=False
+    )
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these settings")
     parser.add_class_arguments(settings_class, as_positional=True, as_group=False)
-    config = parser.parse_args(argv)
+    try:
+        config = parser.parse_args(argv)
+    except ArgumentError as error:
+        raise parser_error(str(error), parser.get_defaults().keys(), subcommand) from None
     return settings_class(**{field.name: config[field.name] for field in dataclasses.fields(settings_class)})
 
 

@@ -270,6 +270,14 @@ class EmotionDataModule(L.LightningDataModule):
                 }
             else:
                 raw = sources.load_hub_splits(self.dataset_name, self.dataset_config, self.labels)
+            if "train" in raw and len(seen := raw["train"].unique("label")) < 2:
+                where = sources.find_split_files(self.data_dir)["train"] if self.data_dir else self.dataset_name
+                raise sources.DataFileError(
+                    where,
+                    None,
+                    f"every training example has the label {self.labels[seen[0]]!r}: a classifier "
+                    "learns nothing from one label; give examples of at least two",
+                )
             for split, rows in raw.items():
                 self._tokenize(rows).save_to_disk(str(building / split))
             shutil.rmtree(staging, ignore_errors=True)

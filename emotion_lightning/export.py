@@ -117,9 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     from emotion_lightning.checkpoints import read_checkpoint
     from emotion_lightning.model import EmotionClassifier
 
+    try:  # beside the target, as written next: a parent that is a file is named before the model loads
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = f"{error.filename} is not a folder" if isinstance(error, FileExistsError | NotADirectoryError) else error
+        raise ExportError(f"cannot create the folder {args.folder}: {why}; nothing was written") from None
     model = EmotionClassifier.from_checkpoint(read_checkpoint(args.checkpoint))
     # Written beside the target and renamed into place: a failed export leaves no half-written folder.
-    target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         export_huggingface(model, building)
@@ -127,9 +131,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.onnx:
             onnx_difference = check_onnx(model, export_onnx(model, building / ONNX_FILE_NAME))
         _permissions_as_umask(building)
-        if target.exists():
-            target.rmdir()  # empty, as checked
-        building.rename(target)
+        try:
+            if target.exists():
+                target.rmdir()  # empty, as checked
+            building.rename(target)
+        except OSError:  # another export filled it meanwhile: that one is kept whole
+            raise ExportError(
+                f"{args.folder} was written by another export meanwhile; it is kept as that one wrote it, and "
+                "nothing of this one (choose another folder)"
+            ) from None
     finally:
         shutil.rmtree(building, ignore_errors=True)
     files = sorted(path for path in target.iterdir() if path.is_file())

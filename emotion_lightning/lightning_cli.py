@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 import yaml
@@ -27,13 +29,15 @@ from emotion_lightning.callbacks import (
     check_output_file,
 )
 from emotion_lightning.checkpoints import AtomicCheckpointIO, holds_training_state, model_settings, read_checkpoint
+from emotion_lightning.cli import settings_named_in_help
 from emotion_lightning.console import COMMAND_STARTED, say, show_messages
 from emotion_lightning.data import EmotionDataModule
-from emotion_lightning.errors import SettingError
+from emotion_lightning.errors import SettingError, parser_error
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import runnable_precision
 from emotion_lightning.sources import check_predict_file, check_yaml_files
 
+PARSER_RULES = {"exit_on_error": False, "allow_abbrev": False}
 # Values of trainer.logger that mean "Lightning's default logger".
 DEFAULT_LOGGER = (None, True)
 
@@ -104,7 +108,12 @@ class EmotionCLI(LightningCLI):
         # --print_config is answered here rather than by jsonargparse, to show what will run (the precision
         # this machine gives, the logger that writes metrics.csv), not only what was asked.
         printing = [arg for arg in args if arg == "--print_config" or arg.startswith("--print_config=")]
-        super().parse_arguments(parser, [arg for arg in args if arg not in printing])
+        try:
+            super().parse_arguments(parser, [arg for arg in args if arg not in printing])
+        except ArgumentError as error:
+            subcommand = args[0] if args else "fit"
+            trainer = [f"trainer.{name}" for name in inspect.signature(self.trainer_class.__init__).parameters]
+            raise parser_error(str(error), [*settings_named_in_help(subcommand), *trainer], subcommand) from None
         if printing:
             self._print_config_and_exit()
         self._read_checkpoint_once()
@@ -290,7 +299,10 @@ def run(args: list[str] | None = None, callbacks: list | None = None) -> Emotion
             save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
             trainer_defaults={"enable_model_summary": False, **({"callbacks": callbacks} if callbacks else {})},
-            parser_kwargs={"prog": "emotion-lightning"},
+            # Errors raised, not printed after a page of usage: the command line says them in one line. A prefix of
+            # a setting's name is not taken for it (--trainer.max_epoch is a mistake, not max_epochs).
+            parser_kwargs={"prog": "emotion-lightning", **PARSER_RULES}
+            | {subcommand: PARSER_RULES for subcommand in ("fit", "validate", "test", "predict")},
             args=args,
         )
     except BaseException:

@@ -7,6 +7,7 @@ predictor(["I passed my exam!", "I am furious about this."])
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,12 @@ from lightning.fabric.plugins.precision import MixedPrecision
 
 from emotion_lightning.backbone import load_tokenizer
 from emotion_lightning.checkpoints import read_checkpoint
-from emotion_lightning.data import EmotionDataModule
+from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import inference_precision
 from emotion_lightning.sources import check_texts
+from emotion_lightning.tokenization import Encoder
 
 # A folder holds a tokenizer if it has one of these.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
@@ -51,8 +53,8 @@ class Prediction:
 class EmotionPredictor:
     """Batched prediction with a trained :class:`EmotionClassifier`.
 
-    Texts are encoded exactly as ``emotion-lightning predict`` encodes them (the same
-    :class:`EmotionDataModule` path): sorted by length and batched so that each batch pads little;
+    Texts are encoded exactly as ``emotion-lightning predict`` encodes them (the model's tokenizer and
+    ``max_length``, the same padded lengths): sorted by length and batched so that each batch pads little;
     the results come back in input order. Texts longer than ``max_length`` tokens are truncated
     (``Prediction.truncated``; a warning gives the count). Calls from several threads are safe.
 
@@ -139,19 +141,22 @@ class EmotionPredictor:
         """Probabilities and whether each text was truncated, in input order."""
         if not texts:
             return torch.empty(0, len(self.labels)), []
-        data = EmotionDataModule(
-            backbone=self.model.hparams.backbone,
-            labels=self.labels,
-            eval_batch_size=self.batch_size,
-            predict_texts=texts,
-        ).encode_like(self.model)
-        data.setup("predict")
+        # Encoded as predict encodes a file (the model's tokenizer and max_length, the same padded lengths),
+        # in this call alone: no data module, no dataset, nothing shared with another thread's call.
+        encoded = Encoder(self.tokenizer, self.max_length)({"text": texts})
+        if cut := sum(encoded["truncated"]):
+            message = f"{cut} of {len(texts)} texts were longer than {self.max_length} tokens and were truncated"
+            warnings.warn(message, stacklevel=2)
+        pad = PadBatch(self.tokenizer, self.max_length)
+        order = sorted(range(len(texts)), key=lambda i: encoded["length"][i], reverse=True)
         probabilities = torch.empty(len(texts), len(self.labels))
         with self._autocast():
-            for batch in data.predict_dataloader():
+            for start in range(0, len(order), self.batch_size):
+                indices = order[start : start + self.batch_size]
+                batch = pad({"input_ids": [encoded["input_ids"][i] for i in indices], "index": indices})
                 inputs = (batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
                 probabilities[batch["index"]] = self.model.probabilities(*inputs).cpu()
-        return probabilities, data.splits["predict"].truncated.tolist()
+        return probabilities, encoded["truncated"]
 
     def __call__(self, texts: Sequence[str]) -> list[Prediction]:
         """Label, score and per-class probabilities for each text, in input order."""

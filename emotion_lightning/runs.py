@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -73,6 +74,26 @@ def claim_new_run_folder(root: str | Path) -> Path:
             return candidate
         except FileExistsError:
             number += 1
+
+
+def write_new_file(folder: Path, name: str, content: bytes) -> Path:
+    """Write ``content`` into a file that did not exist: ``name``, else ``<stem>-2<suffix>``, ``-3``, ...
+
+    Created with ``O_EXCL`` (which never follows a link): an earlier output is never replaced, and a link planted
+    where the output goes is never written through.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = os.path.splitext(name)
+    for number in itertools.count(1):
+        path = folder / (name if number == 1 else f"{stem}-{number}{suffix}")
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except FileExistsError:
+            continue
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+        return path
+    raise AssertionError("unreachable")
 
 
 def newest_checkpoint(root: str | Path, name: str) -> Path | None:

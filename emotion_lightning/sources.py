@@ -43,6 +43,11 @@ def find_split_files(data_dir: str | Path) -> dict[str, Path]:
     for split, stems in SPLIT_FILE_STEMS.items():
         candidates = [data_dir / f"{stem}{ext}" for stem in stems for ext in FILE_FORMATS]
         for path in candidates:
+            if path.is_symlink() and not path.exists():
+                raise DataNotFoundError(
+                    f"{path} is a link that leads nowhere (its target is missing, or the links go round in a loop); "
+                    f"the {split} split must be a file"
+                )
             if path.exists() and not path.is_file():
                 # A FIFO, a device (a link to /dev/zero) or a folder would block or never end.
                 raise DataNotFoundError(f"{path} is not a regular file; the {split} split must be a file")
@@ -69,6 +74,10 @@ def label_to_id(value: object, labels: Sequence[str], path: Path, line: int) -> 
         raise DataFileError(path, line, "missing label")
     if isinstance(value, bool):
         raise DataFileError(path, line, f"label {value!r} is neither a label name nor an id")
+    if isinstance(value, float):  # pandas writes whole-number id columns as floats (0.0) when one is missing
+        if not value.is_integer():
+            raise DataFileError(path, line, f"label id {value!r} is not a whole number")
+        value = int(value)
     # isdecimal, not isdigit: '²' is a digit that int() refuses.
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal()):
         label_id = int(value)

@@ -13,6 +13,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
+import os
+import re
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,10 +25,12 @@ from pathlib import Path
 import yaml
 
 from emotion_lightning.console import say
-from emotion_lightning.errors import EmotionLightningError, SettingError
+from emotion_lightning.errors import EmotionLightningError, SettingError, check_at_least
+from emotion_lightning.tokenization import process_alive
 
 DEFAULT_SPACE = Path(__file__).parents[1] / "configs" / "tune.yaml"
 KINDS = ("float", "int", "categorical")
+PLAIN_VALUES = (str, int, float, bool, type(None))
 # A stopped tuner's trial counts as interrupted once it has sent no heartbeat for this long.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 2, 10
 
@@ -41,6 +47,28 @@ class TuneSettings:
     timeout: float | None = None
     space: Path = DEFAULT_SPACE
     output: Path = Path("runs/tune")
+    max_failures: int = 3  # trials failed in a row before the study stops
+
+    def check(self) -> None:
+        """One line for a setting that cannot work, before anything is opened or written."""
+        check_at_least("--tune.trials", self.trials, 1)
+        check_at_least("--tune.max_failures", self.max_failures, 1)
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise SettingError(f"--tune.timeout must be a number of seconds more than 0, got {self.timeout}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.study_name):
+            raise SettingError(
+                f"--tune.study_name must be a name (letters, digits, '.', '_' and '-', at most 100), not a path: "
+                f"got {self.study_name!r}"
+            )
+        if self.storage is not None and re.fullmatch(r"sqlite:///?(:memory:)?(\?.*)?", self.storage):
+            raise SettingError(
+                f"--tune.storage {self.storage} keeps the study in memory: it could not be continued or shared; "
+                "give a file (sqlite:///runs/tune/study.db) or a database server"
+            )
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{self.output / 'study.db'}"
 
 
 def split_arguments(argv: list[str]) -> tuple[TuneSettings, list[str]]:
@@ -62,29 +90,39 @@ def split_arguments(argv: list[str]) -> tuple[TuneSettings, list[str]]:
                 raise SettingError(f"--tune.{name} needs a value")
             value = argv[position]
         position += 1
+        converters = {"trials": int, "max_failures": int, "timeout": float, "space": Path, "output": Path}
         try:
-            converted = {"trials": int, "timeout": float, "space": Path, "output": Path}.get(name, str)(value)
+            converted = converters.get(name, str)(value)
         except ValueError:
             raise SettingError(f"--tune.{name} must be a number, got {value!r}") from None
         setattr(settings, name, converted)
-    if settings.trials < 1:
-        raise SettingError(f"--tune.trials must be at least 1, got {settings.trials}")
+    settings.check()
     return settings, rest
 
 
 def read_space(path: Path) -> dict[str, dict]:
-    """The search space: fit setting -> {type, low, high, log, step} or {type: categorical, choices}."""
+    """The search space: fit setting -> {type, low, high, log, step} or {type: categorical, choices}, checked
+    whole (every problem named, one line each) before any study storage is touched."""
     if not path.is_file():
         raise SettingError(f"search space {path} does not exist (--tune.space)")
-    space = yaml.safe_load(path.read_text()) or {}
+    try:
+        space = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SettingError(f"{where}: not a YAML search space ({problem})") from None
     if not isinstance(space, dict) or not space:
         raise SettingError(f"{path}: a search space maps fit settings to ranges, such as model.learning_rate")
-    for name, spec in space.items():
-        _check_parameter(path, name, spec)
+    problems = [f"{path}: {name}: {problem}" for name, spec in space.items() for problem in _problems(name, spec)]
+    if len(problems) > 1:
+        raise SettingError("the search space cannot be used:\n  " + "\n  ".join(problems))
+    if problems:
+        raise SettingError(problems[0])
     return space
 
 
-def _check_parameter(path: Path, name: str, spec: object) -> None:
+def _problems(name: object, spec: object) -> list[str]:
     import lightning as L
 
     from emotion_lightning.data import EmotionDataModule
@@ -94,14 +132,38 @@ def _check_parameter(path: Path, name: str, spec: object) -> None:
     owners = {"model": EmotionClassifier, "data": EmotionDataModule, "trainer": L.Trainer}
     group, _, setting = str(name).partition(".")
     if group not in owners or setting not in inspect.signature(owners[group].__init__).parameters:
-        raise SettingError(f"{path}: {name} is not a fit setting (model.*, data.* or trainer.*)")
+        return ["not a fit setting (model.*, data.* or trainer.*)"]
     if setting in EmotionCLI.LINKED:
-        raise SettingError(f"{path}: {name} is set through the model's setting of the same name")
+        return ["set through the model's setting of the same name"]
     if not isinstance(spec, dict) or spec.get("type") not in KINDS:
-        raise SettingError(f"{path}: {name} needs a type, one of {', '.join(KINDS)}")
-    needed = ("choices",) if spec["type"] == "categorical" else ("low", "high")
-    if missing := [key for key in needed if key not in spec]:
-        raise SettingError(f"{path}: {name} ({spec['type']}) needs {' and '.join(missing)}")
+        return [f"needs a type, one of {', '.join(KINDS)}"]
+    kind = spec["type"]
+    allowed = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}}.get(kind, {"choices"})
+    problems = [f"{key!r} is not a key of a {kind} range" for key in spec if key not in allowed | {"type"}]
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return [*problems, "choices must be a list of at least one value"]
+        return problems + [f"choice {c!r} is not a plain value" for c in choices if not isinstance(c, PLAIN_VALUES)]
+    number = int if kind == "int" else (int, float)
+    for key in ("low", "high"):
+        if key not in spec:
+            problems.append(f"needs {key}")
+        elif not isinstance(spec[key], number) or isinstance(spec[key], bool) or not math.isfinite(spec[key]):
+            problems.append(f"{key} must be {'an integer' if kind == 'int' else 'a number'}, got {spec[key]!r}")
+    if problems:
+        return problems
+    if spec["low"] > spec["high"]:
+        problems.append(f"low {spec['low']} is more than high {spec['high']}")
+    if spec.get("log", False) not in (True, False):
+        problems.append(f"log must be true or false, got {spec['log']!r}")
+    elif spec.get("log") and spec["low"] <= 0:
+        problems.append(f"a log range needs low more than 0, got {spec['low']}")
+    if "step" in spec and (not isinstance(spec["step"], number) or isinstance(spec["step"], bool) or spec["step"] <= 0):
+        problems.append(f"step must be more than 0, got {spec['step']!r}")
+    elif "step" in spec and spec.get("log"):
+        problems.append("a range takes log or step, not both")
+    return problems
 
 
 def sample(trial, space: dict[str, dict]) -> dict[str, object]:
@@ -109,9 +171,11 @@ def sample(trial, space: dict[str, dict]) -> dict[str, object]:
     values = {}
     for name, spec in space.items():
         if spec["type"] == "float":
-            values[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
+            low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+            values[name] = trial.suggest_float(name, low, high, log=log, step=step)
         elif spec["type"] == "int":
-            values[name] = trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1))
+            log = spec.get("log", False)
+            values[name] = trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1), log=log)
         else:
             values[name] = trial.suggest_categorical(name, spec["choices"])
     return values
@@ -140,15 +204,14 @@ def open_study(settings: TuneSettings, space: dict):
     """The study in its storage, created if new; a study of the same name must have the same search space."""
     import optuna
 
-    storage_url = settings.storage or f"sqlite:///{settings.output / 'study.db'}"
+    storage_url = settings.storage_url
     try:
         with _creating_alone(storage_url):
             return _open_study(optuna, storage_url, settings, space)
     except TuneError:
         raise
     except Exception as error:  # sqlalchemy and the database drivers raise many kinds
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TuneError(f"cannot open the study storage {storage_url}: {first_line}") from None
+        raise TuneError(f"cannot open the study storage {storage_url}: {_first_line(error)}") from None
 
 
 @contextlib.contextmanager
@@ -167,12 +230,24 @@ def _creating_alone(storage_url: str):
         yield
 
 
+def interrupted_trial_callback():
+    """What happens to a trial whose tuner stopped (killed, or its machine lost): said, and its values queued again."""
+    import optuna
+
+    class SayAndRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study, trial) -> None:
+            say(f"Trial {trial.number} was interrupted (its tuner stopped): marked failed, and its values tried again")
+            super().__call__(study, trial)
+
+    return SayAndRetry(max_retry=1)
+
+
 def _open_study(optuna, storage_url: str, settings: TuneSettings, space: dict):
     storage = optuna.storages.RDBStorage(
         storage_url,
         heartbeat_interval=HEARTBEAT_SECONDS,
         grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        heartbeat_stale_trial_callback=interrupted_trial_callback(),
     )
     study = optuna.create_study(
         study_name=settings.study_name,
@@ -192,17 +267,23 @@ def _open_study(optuna, storage_url: str, settings: TuneSettings, space: dict):
 
 
 def continue_study(study) -> None:
-    """Trials of stopped tuners (no heartbeat for a while) are marked failed and queued again; says which."""
+    """Trials of stopped tuners are marked failed and their values queued again, said one by one: at once for a
+    tuner of this machine whose process is gone, after the heartbeat's grace period for one elsewhere."""
     import optuna
 
-    before = {trial.number for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))}
+    for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        host, _, pid = str(trial.user_attrs.get("tuner", "")).rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            interrupted_trial_callback()(study, trial)
     optuna.storages.fail_stale_trials(study)
-    failed = [t for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,)) if t.number in before]
-    for trial in failed:
-        say(f"Trial {trial.number} was interrupted (its tuner stopped): marked failed, and its values tried again")
     finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     if finished:
         say(f"Continuing study {study.study_name}: {len(finished)} trials finished")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 TUNE_HELP = """usage: emotion-lightning tune [-h] [-c CONFIG ...] [--FIT_SETTING VALUE ...] [--tune.SETTING VALUE ...]
@@ -220,6 +301,11 @@ tune settings:
 """
 
 
+class TrialFailed(Exception):
+    """A trial that could not finish (a diverging loss, a refused value, a full disk): marked FAIL with its
+    reason, and the study goes on."""
+
+
 def main(argv: list[str]) -> None:
     """``emotion-lightning tune [fit arguments] --tune.trials N ...``"""
     if any(argument in ("-h", "--help") for argument in argv):
@@ -231,46 +317,111 @@ def main(argv: list[str]) -> None:
         import optuna
     except ImportError:
         raise TuneError("tune needs Optuna: pip install 'emotion-lightning[tune]' (or pip install optuna)") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's own lines about a failed trial carry its traceback; the tuner says each failure in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     # The heartbeat (how a stopped tuner's trial is found) is marked experimental: nothing for the user to do.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     study = open_study(settings, space)
+    try:
+        _optimize(optuna, study, space, settings, fit_arguments)
+        report(study, settings, fit_arguments)
+    except TuneError:
+        raise
+    except SIGTERMException:
+        say(
+            f"Stopped (SIGTERM): the same command continues study {study.study_name}, and tries the unfinished "
+            "trial again"
+        )
+        raise SystemExit(143) from None
+    except Exception as error:
+        # The database refused a write (a full disk, a lost server); Optuna may raise its own error over it.
+        cause = error
+        while cause is not None and not _is_storage_error(optuna, cause):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise TuneError(f"the study {settings.storage_url} could not be written: {_first_line(cause)}") from None
+
+
+def _is_storage_error(optuna, error: BaseException) -> bool:
+    return isinstance(error, optuna.exceptions.StorageInternalError | OSError) or type(error).__module__.startswith(
+        "sqlalchemy"
+    )
+
+
+def _optimize(optuna, study, space: dict, settings: TuneSettings, fit_arguments: list[str]) -> None:
     continue_study(study)
     trials_folder = settings.output / study.study_name
     started = time.monotonic()
+    tuner = f"{socket.gethostname()}:{os.getpid()}"
+    failures: list[str] = []  # the reasons of the trials failed in a row
 
     def objective(trial) -> float:
         from emotion_lightning.lightning_cli import run
 
+        trial.set_user_attr("tuner", tuner)  # a trial left RUNNING by a process gone is known at once
         values = sample(trial, space)
         shown = ", ".join(
             f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}" for name, value in values.items()
         )
         say(f"Trial {trial.number}: {shown}")
         overrides = [f"--{name}={value}" for name, value in values.items()]
-        if not any(argument.startswith("--resume.keep_last_after_fit") for argument in fit_arguments):
-            overrides.append("--resume.keep_last_after_fit=false")  # a trial keeps its best weights, 87 MiB for MiniLM
-        cli = run(
-            ["fit", *fit_arguments, *overrides, "--trainer.default_root_dir", str(trials_folder)],
-            callbacks=[report_to(trial)],
-        )
-        trial.set_user_attr("run_folder", cli.trainer.default_root_dir)
-        best = cli.trainer.checkpoint_callback.best_model_score
-        if best is None:
-            raise TuneError("a trial measured no val/acc: the fit ran no validation")
+        # A trial keeps its best weights only (87 MiB for MiniLM), and a stopped one no last.ckpt: it starts again.
+        for setting in ("--resume.keep_last_after_fit", "--resume.save_on_sigterm"):
+            if not any(argument.startswith(setting) for argument in fit_arguments):
+                overrides.append(f"{setting}=false")
+        try:
+            cli = run(
+                ["fit", *fit_arguments, *overrides, "--trainer.default_root_dir", str(trials_folder)],
+                callbacks=[report_to(trial)],
+            )
+            trial.set_user_attr("run_folder", cli.trainer.default_root_dir)
+            best = cli.trainer.checkpoint_callback.best_model_score
+            if best is None:
+                raise TuneError("the fit ran no validation, so it measured no val/acc")
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # a fit that fails is this trial's end, not the study's
+            reason = _first_line(error)
+            trial.set_user_attr("failure", reason)
+            say(f"Trial {trial.number} failed: {reason}")
+            raise TrialFailed(reason) from None
         return float(best)
+
+    def stop_after_failures(study, trial) -> None:
+        if trial.state == optuna.trial.TrialState.FAIL and "failure" in trial.user_attrs:
+            failures.append(trial.user_attrs["failure"])
+        elif trial.state != optuna.trial.TrialState.FAIL:
+            failures.clear()
+        if len(failures) >= settings.max_failures:
+            study.stop()
 
     budget = optuna.study.MaxTrialsCallback(
         settings.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     )
-    study.optimize(objective, timeout=settings.timeout, callbacks=[budget], catch=(), gc_after_trial=True)
+    study.optimize(
+        objective,
+        timeout=settings.timeout,
+        callbacks=[budget, stop_after_failures],
+        catch=(TrialFailed,),
+        gc_after_trial=True,
+    )
     say(f"Study {study.study_name}: {time.monotonic() - started:.0f} s in this tuner")
-    report(study, settings)
+    if len(failures) >= settings.max_failures:
+        report(study, settings, fit_arguments)
+        raise TuneError(
+            f"{len(failures)} trials in a row failed (--tune.max_failures), the study stops; the last: {failures[-1]}"
+        )
 
 
-def report(study, settings: TuneSettings) -> None:
-    """The table of trials, the best trial's preset as a YAML that composes, and the plots."""
+def report(study, settings: TuneSettings, fit_arguments: list[str]) -> None:
+    """The table of trials; in ``<output>/<study>/``, the best trial's preset as a YAML that composes and the
+    plots, each a new file (an earlier one is kept: ``best-2.yaml``, ...)."""
     import optuna
+
+    from emotion_lightning.runs import write_new_file
 
     rows = []
     for trial in study.get_trials():
@@ -280,8 +431,10 @@ def report(study, settings: TuneSettings) -> None:
             for name, value in trial.params.items()
         )
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        failure = f"  ({trial.user_attrs['failure']})" if "failure" in trial.user_attrs else ""
         rows.append(
-            f"  {trial.number:>4}  {trial.state.name:<8}  {value:>7}  {f'{took:.0f} s' if took else '-':>7}  {values}"
+            f"  {trial.number:>4}  {trial.state.name:<8}  {value:>7}  {f'{took:.0f} s' if took else '-':>7}  "
+            f"{values}{failure}"
         )
     say("Trials (number, state, best val/acc, time, values):\n" + "\n".join(rows))
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -292,35 +445,52 @@ def report(study, settings: TuneSettings) -> None:
     for name, value in best.params.items():
         group, _, setting = name.partition(".")
         preset.setdefault(group, {})[setting] = value
-    settings.output.mkdir(parents=True, exist_ok=True)
-    path = settings.output / "best.yaml"
+    folder = settings.output / study.study_name
+    # The settings that shaped the score but are not part of the recipe (quarter epochs, say): noted, not set.
+    measured_with = [argument for argument in fit_arguments if re.match(r"--trainer\.(limit_|max_steps)", argument)]
     header = (
         f"# The best trial of study {study.study_name} (trial {best.number}, val/acc {best.value:.4f}, "
-        f"{len(completed)} trials completed). Compose it after the configs it was tuned with:\n"
-        f"#   emotion-lightning fit -c configs/reference.yaml -c configs/offline.yaml -c {path}\n"
+        f"{len(completed)} trials completed"
+        + (f"; measured with {' '.join(measured_with)}" if measured_with else "")
+        + "). Compose it after the configs it was tuned with:\n"
+        f"#   emotion-lightning fit -c configs/reference.yaml -c configs/offline.yaml -c {folder / 'best.yaml'}\n"
     )
-    path.write_text(header + yaml.safe_dump(preset, sort_keys=True))
+    path = write_new_file(folder, "best.yaml", (header + yaml.safe_dump(preset, sort_keys=True)).encode())
     say(f"Best trial {best.number}: val/acc {best.value:.4f}; its settings: {path}")
-    _plots(study, settings.output)
+    _plots(study, folder, len(completed))
 
 
-def _plots(study, folder: Path) -> None:
+def _plots(study, folder: Path, completed: int) -> None:
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
+    from emotion_lightning.runs import write_new_file
+
     for name, plot in (
         ("val_acc_by_trial.png", plot_optimization_history),
         ("importances.png", plot_param_importances),
     ):
         try:
-            axes = plot(study)
+            with warnings.catch_warnings():  # "too few trials": said in the plot's title instead
+                warnings.simplefilter("ignore", UserWarning)
+                axes = plot(study)
         except (RuntimeError, ValueError) as error:  # importances need two completed trials that differ
             say(f"No {name}: {error}")
             continue
+        if name == "val_acc_by_trial.png":
+            axes.set_ylabel("best val/acc of the trial")
+        else:  # from a handful of trials, importances are mostly noise
+            axes.set_title(
+                f"Importance for val/acc, from {completed} completed trials"
+                + (" (few: a rough guide)" if completed < 10 else "")
+            )
         axes.figure.tight_layout()
-        axes.figure.savefig(folder / name, dpi=100)
+        image = io.BytesIO()
+        axes.figure.savefig(image, format="png", dpi=100)
         plt.close(axes.figure)
-        say(f"Wrote {folder / name}")
+        say(f"Wrote {write_new_file(folder, name, image.getvalue())}")

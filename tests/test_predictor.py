@@ -45,7 +45,7 @@ def test_long_texts_are_truncated_and_marked(predictor):
     assert long.label in LABELS
 
 
-def test_calls_from_several_threads_get_their_own_results(predictor):
+def test_calls_from_several_threads_get_their_own_results(predictor, capfd):
     from concurrent.futures import ThreadPoolExecutor
 
     long_text = " ".join(["sad"] * 500)
@@ -55,6 +55,8 @@ def test_calls_from_several_threads_get_their_own_results(predictor):
     for texts, results in zip(inputs, outputs, strict=True):
         assert [result.text for result in results] == texts
         assert [result.truncated for result in results] == [text == long_text for text in texts]
+    # Nothing is switched for the whole process by one call (progress bars were, and showed in the others).
+    assert "Tokenizing" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(

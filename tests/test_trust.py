@@ -317,3 +317,103 @@ def test_export_into_a_link_to_an_empty_folder_fills_that_folder(tiny_checkpoint
 def read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
+
+
+# -- a full disk, an empty run, data with one label, whole-number labels, dead links, exports that collide --------
+
+
+def test_a_full_disk_while_saving_leaves_the_last_checkpoint_whole_and_no_partial(fit_args, tmp_path, monkeypatch):
+    real_save, saves = torch.save, []
+
+    def disk_fills(checkpoint, file, *args, **kwargs):
+        if str(file.name).endswith("last.ckpt.partial"):
+            saves.append(file.name)
+        if len(saves) > 1:  # the second last.ckpt (after the second epoch)
+            file.write(b"\0" * 4096)  # part of it, as a filling disk takes
+            raise OSError(28, "No space left on device")
+        return real_save(checkpoint, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    message = error_of(["fit", *fit_args, "--trainer.max_epochs", "3"])
+    (folder,) = run_folders(tmp_path)
+    last = folder / "checkpoints" / "last.ckpt"
+    assert (
+        message
+        == f"could not write the checkpoint {last}: No space left on device; the last.ckpt written before is intact"
+    )
+    assert not list(folder.rglob("*.partial"))
+    monkeypatch.undo()
+    main(["fit", *fit_args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])  # it resumes from it
+
+
+def test_a_fit_that_trains_no_step_says_it_wrote_no_checkpoint(fit_args, capsys):
+    main(["fit", *fit_args, "--trainer.max_epochs", "0"])
+    printed = capsys.readouterr().err
+    assert "no validation ran before the run ended at step 0); no checkpoint was written" in printed
+    assert "holds the weights" not in printed
+
+
+def test_training_data_with_one_label_is_refused(fit_args, data_dir, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_semicolon_file(folder / "train.txt", [(text, "joy") for text, _ in fixture_rows(3, seed=1)])
+    shutil.copy(data_dir / "validation.txt", folder / "validation.txt")
+    message = error_of(["fit", *fit_args, "--data.data_dir", str(folder)])
+    assert message == (
+        f"{folder / 'train.txt'}: every training example has the label 'joy': a classifier learns nothing from "
+        "one label; give examples of at least two"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_whole_number_labels_written_as_floats_are_ids(suffix, tmp_path):
+    rows = [{"text": "i am glad", "label": 1.0}, {"text": "i am sad", "label": 0.0}]
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    assert list(iter_split_rows(path, ("sadness", "joy"))) == [("i am glad", 1), ("i am sad", 0)]
+    path.write_text(json.dumps({"text": "i am glad", "label": 0.5}) + "\n")
+    with pytest.raises(DataFileError, match=r"line 1: label id 0.5 is not a whole number"):
+        list(iter_split_rows(path.rename(tmp_path / "half.jsonl"), ("sadness", "joy")))
+
+
+def test_a_split_link_that_leads_nowhere_is_named(fit_args, data_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").symlink_to(data / "loop.txt")
+    (data / "loop.txt").symlink_to(data / "train.txt")
+    shutil.copy(data_dir / "validation.txt", data / "validation.txt")
+    message = error_of(["fit", *fit_args, "--data.data_dir", str(data)])
+    assert message == (
+        f"{data / 'train.txt'} is a link that leads nowhere (its target is missing, or the links go round in a "
+        "loop); the train split must be a file"
+    )
+
+
+def test_export_under_a_file_is_one_line(tiny_checkpoint, tmp_path):
+    (tmp_path / "afile").write_text("")
+    message = error_of(["export", str(tiny_checkpoint), str(tmp_path / "afile" / "sub")])
+    under = tmp_path / "afile"
+    assert message == f"cannot create the folder {under / 'sub'}: {under} is not a folder; nothing was written"
+
+
+def test_two_exports_into_one_new_folder_keep_the_first_whole(tiny_checkpoint, tmp_path, monkeypatch):
+    import emotion_lightning.export as export
+
+    target, real_export = tmp_path / "exported", export.export_huggingface
+
+    def another_export_finishes_first(model, folder):
+        real_export(model, folder)
+        monkeypatch.setattr(export, "export_huggingface", real_export)
+        main(["export", str(tiny_checkpoint), str(target)])  # the other export, done while this one ran
+
+    monkeypatch.setattr(export, "export_huggingface", another_export_finishes_first)
+    message = error_of(["export", str(tiny_checkpoint), str(target)])
+    assert message.startswith(f"{target} was written by another export meanwhile; it is kept as that one wrote it")
+    assert EmotionPredictor.from_pretrained(target).labels
+    assert [path.name for path in tmp_path.iterdir()] == ["exported"]  # no half-made folder left beside it

@@ -136,12 +136,13 @@ class RunSummary(Callback):
             lines.append(
                 f"  best checkpoint: {best.best_model_path} ({best.monitor} {float(best.best_model_score):.4f})"
             )
-        elif best is not None:
+        last = ResumeCheckpoint.last_checkpoint_path(trainer)
+        if best is not None and not best.best_model_path:
+            kept = "the last checkpoint holds the weights" if Path(last).is_file() else "no checkpoint was written"
             lines.append(
                 f"  no best checkpoint: {best.monitor} was never measured (no validation ran before the run ended "
-                f"at step {trainer.global_step}); the last checkpoint holds the weights"
+                f"at step {trainer.global_step}); {kept}"
             )
-        last = ResumeCheckpoint.last_checkpoint_path(trainer)
         if Path(last).is_file():
             lines.append(f"  last checkpoint: {last} (resume with --ckpt_path last)")
         say("\n".join(lines))
