@@ -85,10 +85,10 @@ def peak_memory_mib() -> float:
 
 
 def read_texts(path: Path) -> tuple[list[str], list[int]]:
-    from emotion_lightning.sources import read_split_file
+    from emotion_lightning.sources import iter_split_rows
 
-    columns = read_split_file(path, LABELS)
-    return columns["text"], columns["label"]
+    texts, labels = zip(*iter_split_rows(path, LABELS), strict=True)
+    return list(texts), list(labels)
 
 
 # -- arm: Hugging Face Trainer ------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path, split: str
     output = work_dir / "predictions.csv"
 
     def package_predict(chunk):
-        data = EmotionDataModule(backbone=str(folder), predict_texts=chunk).encode_like(model)
+        data = EmotionDataModule(predict_texts=chunk).encode_like(model)
         trainer = L.Trainer(
             precision=package_precision(),
             logger=False,

@@ -122,7 +122,7 @@ def run_lever(args) -> dict:
     )
     with lever_applied(args.lever):
         model = EmotionClassifier(backbone=args.backbone, **settings)
-        data = EmotionDataModule(backbone=args.backbone, data_dir=str(data_dir), cache_dir=str(data_dir / "cache"))
+        data = EmotionDataModule(data_dir=str(data_dir), cache_dir=str(data_dir / "cache"))
         trainer.fit(model, data)
     return {
         "lever": args.lever,

@@ -74,27 +74,30 @@ def run_arm(arm: str, args) -> dict:
     elif arm == "lists":
         import datasets
 
-        from emotion_lightning.sources import read_split_file
+        from emotion_lightning import EmotionClassifier
+        from emotion_lightning.sources import iter_split_rows
 
-        datamodule = EmotionDataModule(backbone=args.backbone, data_dir=str(data_dir), cache_dir=str(cache))
-        tokenizer, max_length = datamodule.tokenizer, datamodule.usable_max_length
+        model = EmotionClassifier(backbone=args.backbone)
+        datamodule = EmotionDataModule(data_dir=str(data_dir), cache_dir=str(cache)).encode_like(model)
+        tokenizer, max_length = datamodule.tokenizer, datamodule.max_length
 
         def encode(batch):
             input_ids = tokenizer(batch["text"], truncation=True, max_length=max_length)["input_ids"]
             return {"input_ids": input_ids, "length": [len(ids) for ids in input_ids]}
 
         for split in ("train", "validation"):
-            columns = read_split_file(data_dir / f"{split}.txt", datamodule.labels)
-            table = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["text"])))})
+            texts, labels = zip(*iter_split_rows(data_dir / f"{split}.txt", datamodule.labels), strict=True)
+            table = datasets.Dataset.from_dict({"text": texts, "label": labels, "index": list(range(len(texts)))})
             tokenized = table.map(encode, batched=True, batch_size=2000)
             tokenized.save_to_disk(str(cache / split))
             if split == "train":
                 rows = len(tokenized)
     else:
         processes = int(arm.split("-")[1])
-        datamodule = EmotionDataModule(
-            backbone=args.backbone, data_dir=str(data_dir), cache_dir=str(cache), num_proc=processes
-        )
+        from emotion_lightning import EmotionClassifier
+
+        datamodule = EmotionDataModule(data_dir=str(data_dir), cache_dir=str(cache), num_proc=processes)
+        datamodule.encode_like(EmotionClassifier(backbone=args.backbone))
         datamodule.prepare_data()
         datamodule.setup("fit")
         rows = len(datamodule.splits["train"])

@@ -61,7 +61,8 @@ def _not_found(name: str, error: Exception) -> BackboneNotFoundError:
         f"Could not load backbone {name!r}: it is not a local folder, and the Hugging Face Hub could not "
         f"provide it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
         "To run offline, pass a local model folder as --model.backbone, or set HF_HUB_OFFLINE=1 to use "
-        f"models already in the local Hugging Face cache; give local data with --data.data_dir.{hint}"
+        f"models already in the local Hugging Face cache; give local data with --data.data_dir.{hint} "
+        "Or train the stand-in recipe, which needs no network: emotion-lightning fit -c reference -c offline"
     )
 
 

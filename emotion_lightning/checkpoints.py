@@ -17,8 +17,9 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from emotion_lightning.backbone import check_tokenizer_files
 from emotion_lightning.errors import EmotionLightningError
 
-# Where a checkpoint keeps the tokenizer's files (name -> bytes).
+# Where a checkpoint keeps the tokenizer's files (name -> bytes), and the val/acc its weights scored.
 TOKENIZER_CHECKPOINT_KEY = "tokenizer_files"
+SCORE_CHECKPOINT_KEY = "val_acc"
 
 
 class CheckpointError(EmotionLightningError, OSError):
@@ -75,6 +76,12 @@ def read_checkpoint(path: str | Path) -> dict:
         except ValueError as error:
             raise CheckpointError(f"{path} is refused: {error}") from None
     return checkpoint
+
+
+def recorded_score(checkpoint: dict) -> float | None:
+    """The ``val/acc`` of the weights, as recorded when the checkpoint was saved (None for older ones)."""
+    score = checkpoint.get(SCORE_CHECKPOINT_KEY)
+    return float(score) if isinstance(score, int | float) else None
 
 
 def holds_training_state(checkpoint: dict) -> bool:

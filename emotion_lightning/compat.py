@@ -26,33 +26,19 @@ def cpu_supports_bf16() -> bool:
 
 
 def step_divides_gradients(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer.step`` divides the gradients by a factor it is handed (fused Adam/AdamW/SGD).
+    """Whether ``optimizer.step`` takes the GradScaler's verdicts itself (fused Adam/AdamW/SGD).
 
     That is the GradScaler's protocol with fused optimizers (``_step_supports_amp_scaling``, then the
-    ``grad_scale`` attribute read by ``step``); it has no public name (pytorch/pytorch#90752).
+    ``found_inf`` attribute read by ``step``); it has no public name (pytorch/pytorch#90752).
     """
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
 
-def divide_gradients_in_step(optimizer: torch.optim.Optimizer, factor: torch.Tensor, once: bool) -> None:
-    """Have the next fused ``step`` divide the gradients by ``factor`` (read as ``optimizer.grad_scale``).
-
-    ``once``: remove it after that step (without a GradScaler, which otherwise removes it itself).
-    """
-    optimizer.grad_scale = factor
-    optimizer.remove_grad_scale_after_step = once
-
-
-def skip_step_where(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+def skip_step_where(optimizer: torch.optim.Optimizer, skip: torch.Tensor | None) -> None:
     """Have the next fused ``step`` leave the weights and its state as they are where ``skip`` is true, decided on
-    the device (read as ``optimizer.found_inf``, the GradScaler's own flag): no wait for the device to answer."""
-    optimizer.found_inf = skip.float()
-    optimizer.remove_found_inf_after_step = True
-
-
-def forget_gradient_divisor(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    """A step post hook: the factor and the skip flag handed to a fused step are for that step only."""
-    if optimizer.__dict__.pop("remove_grad_scale_after_step", False):
-        optimizer.__dict__.pop("grad_scale", None)
-    if optimizer.__dict__.pop("remove_found_inf_after_step", False):
+    the device (read as ``optimizer.found_inf``, the GradScaler's own flag): no wait for the device to answer.
+    ``None`` takes the flag away again after that step."""
+    if skip is None:
         optimizer.__dict__.pop("found_inf", None)
+    else:
+        optimizer.found_inf = skip.float()

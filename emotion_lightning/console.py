@@ -15,6 +15,7 @@ from pathlib import Path
 from lightning_utilities.core.rank_zero import rank_zero_only
 
 log = logging.getLogger("emotion_lightning")
+VERBOSE_VARIABLE = "EMOTION_LIGHTNING_VERBOSE"
 # When the command started (this module is among the first the command line imports).
 COMMAND_STARTED = time.monotonic()
 
@@ -31,6 +32,9 @@ NOISE_WARNINGS = (
     r"You are using a CUDA device .* that has Tensor Cores",
     r".*TensorBoardX|.*tensorboardX",
     r"Target and region quantiles select the same set of trials",
+    # A short run (a test, a trial of a tune study): nothing to act on.
+    r"The number of training batches .* is smaller than the logging interval",
+    r"The anonymous setting has no effect",
 )
 
 
@@ -69,29 +73,34 @@ def show_messages() -> None:
 _PACKAGE_FOLDER = str(Path(__file__).parent)
 
 
-def _one_line_for_ours(library_format):
-    def format_warning(message, category, filename, lineno, line=None) -> str:
-        """The package's own warnings as one plain line; the libraries' as they show them (with where from)."""
+class _OneLineForOurs:
+    """The package's own warnings as one plain line; the libraries' as they show them (with where from)."""
+
+    def __init__(self, library_format):
+        self.library_format = library_format
+
+    def __call__(self, message, category, filename, lineno, line=None) -> str:
         if str(filename).startswith(_PACKAGE_FOLDER):
             return f"warning: {message}\n"
-        return library_format(message, category, filename, lineno, line)
-
-    return format_warning
+        return self.library_format(message, category, filename, lineno, line)
 
 
 def quiet_libraries() -> None:
-    """Leave out the libraries' notices and progress bars that carry no action for the user (imports nothing)."""
+    """Leave out the libraries' notices and progress bars that carry no action for the user; not after
+    ``--verbose`` (which sets ``EMOTION_LIGHTNING_VERBOSE``, for the processes a command starts too).
+
+    Imports nothing: called again once Lightning is imported, which sets its loggers' level and its own warning
+    format when it is.
+    """
+    if os.environ.get(VERBOSE_VARIABLE):
+        return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     for pattern in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    # Lightning's own info lines (devices found, seed set, tips) go to the root logger's handlers when it has
-    # some, else to a handler of Lightning's: one at WARNING keeps Lightning's warnings and drops its notices,
-    # and shows other libraries' warnings as Python shows them when nothing is configured.
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setLevel(logging.WARNING)
-        root.addHandler(handler)
-    warnings.formatwarning = _one_line_for_ours(warnings.formatwarning)
+    if "lightning" in sys.modules:  # its info lines (devices found, seed set, tips); its warnings still show
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if not isinstance(warnings.formatwarning, _OneLineForOurs):
+        warnings.formatwarning = _OneLineForOurs(warnings.formatwarning)

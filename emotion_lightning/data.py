@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -16,8 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources, tokenization
-from emotion_lightning.backbone import load_tokenizer, usable_max_length
-from emotion_lightning.errors import DataNotFoundError, SettingError, check_at_least
+from emotion_lightning.errors import SettingError, check_at_least
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
     LengthSortedBatchSampler,
@@ -31,6 +30,9 @@ LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 
 # Bump when the cached layout changes, so that stale caches are not reused.
 CACHE_FORMAT = 4
+
+# The labelled splits each stage reads.
+STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
 
 # From this many rows on, tokenizing in several processes pays for starting them.
 LARGE_DATA_ROWS = 100_000
@@ -105,33 +107,38 @@ class PadBatch:
 
 
 class EmotionDataModule(L.LightningDataModule):
-    """Splits of dair-ai/emotion (from the Hub or a local folder), tokenized once and cached.
+    """Splits of dair-ai/emotion (from the Hub or local files), tokenized once and cached.
+
+    Texts are encoded as the model encodes them: its tokenizer, ``max_length`` and labels, taken from the model
+    the Trainer runs (or handed over with :meth:`encode_like`); the data module has none of its own.
 
     Args:
-        backbone: hub id or local folder whose tokenizer is used; the CLI links it from the model.
-        labels: label names in id order; the CLI links them from the model.
-        data_dir: local folder with ``train.*``, ``validation.*`` (or ``val.*``) and optionally
-            ``test.*`` in txt (``text;label``), CSV, JSON lines or Parquet. None: use the Hub.
-        dataset_name, dataset_config: the Hub dataset, used when ``data_dir`` is None.
-        max_length: longest tokenized text; the CLI links it from the model (``model.max_length``), and
-            :meth:`encode_like` takes it from a model.
-        predict_file: text file with one text per line, for ``predict``.
-        predict_texts: texts to classify, from Python (used when ``predict_file`` is None).
+        data_dir: local folder of train.*, validation.* (or val.*), test.* (txt, CSV, JSON lines, Parquet).
+            A command needs only its own split. None: the Hub dataset.
+        train_file: the training split's file, in place of the folder's.
+        validation_file: the validation split's file, in place of the folder's (validate any labelled file).
+        test_file: the test split's file, in place of the folder's (test any labelled file).
+        dataset_name: the Hub dataset, when no local file is given.
+        dataset_config: the Hub dataset's configuration.
+        batch_size: texts per training batch.
+        eval_batch_size: texts per validation, test and prediction batch.
+        num_workers: data loader worker processes.
+        predict_file: text file with one text per line, for predict.
+        predict_texts: texts to classify, from Python (used when predict_file is None).
         group_by_length: put texts of similar length in the same training batch (less padding).
-        fixed_lengths: pad batches to one of :func:`padded_lengths` (few shapes); false: to each batch's longest.
-        cache_dir: where tokenized splits are stored; default :func:`default_cache_dir`.
-        num_proc: processes that tokenize (``datasets.map``); default: one per CPU (up to 8) for
-            splits of ``LARGE_DATA_ROWS`` rows or more, else one.
+        fixed_lengths: pad batches to one of 16 fixed lengths (few shapes); false: each to its longest text.
+        cache_dir: where tokenized splits are kept (default ~/.cache/emotion_lightning or $EMOTION_LIGHTNING_CACHE).
+        num_proc: processes that tokenize; default one per CPU (up to 8) for 100,000 rows or more, else one.
     """
 
     def __init__(
         self,
-        backbone: str = "distilbert-base-uncased",
-        labels: Sequence[str] = LABELS,
         data_dir: str | None = None,
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
         dataset_name: str = "dair-ai/emotion",
         dataset_config: str | None = "split",
-        max_length: int = 512,
         batch_size: int = 16,
         eval_batch_size: int = 32,
         num_workers: int = 0,
@@ -144,18 +151,15 @@ class EmotionDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["predict_texts"])
-        check_at_least("data.max_length", max_length, 2, "room for the [CLS] and [SEP] tokens")
         check_at_least("data.batch_size", batch_size, 1)
         check_at_least("data.eval_batch_size", eval_batch_size, 1)
         check_at_least("data.num_workers", num_workers, 0)
         if num_proc is not None:
             check_at_least("data.num_proc", num_proc, 1)
-        self.backbone = backbone
-        self.labels = tuple(labels)
         self.data_dir = data_dir
+        self.split_files_given = {"train": train_file, "validation": validation_file, "test": test_file}
         self.dataset_name = dataset_name
         self.dataset_config = dataset_config
-        self.max_length = max_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -166,37 +170,48 @@ class EmotionDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
-        self._already_predicted: Callable[[], Collection[int]] | None = None
-        self._tokenizer = None
-        self._usable_max_length: int | None = None
+        self._encoding: tuple | None = None  # the model's tokenizer, max_length and labels
         self._source_digest: str | None = None
 
     def encode_like(self, model) -> EmotionDataModule:
-        """Encode texts exactly as ``model`` does: its tokenizer (restored from its checkpoint) and its
-        ``max_length``. The CLI and :class:`EmotionPredictor` hand the model's over once, before any text is
-        tokenized; a data module used on its own takes the backbone's tokenizer and its own ``max_length``."""
-        self._tokenizer, self._usable_max_length = model.tokenizer, model.max_length
-        self.max_length = model.hparams.max_length
+        """Encode texts exactly as ``model`` does: its tokenizer (restored from its checkpoint), its
+        ``max_length`` and its labels. Without this call, the model the Trainer runs is asked, once."""
+        self._encoding = (model.tokenizer, model.max_length, tuple(model.labels))
         return self
+
+    def _model_encoding(self) -> tuple:
+        if self._encoding is None:
+            model = self.trainer.lightning_module if self.trainer is not None else None
+            if model is None:
+                raise SettingError(
+                    "EmotionDataModule encodes texts as its model does: call data.encode_like(model), or give both "
+                    "to a Trainer (trainer.fit(model, data))"
+                )
+            self.encode_like(model)
+        return self._encoding
 
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.backbone)
-        return self._tokenizer
+        return self._model_encoding()[0]
 
     @property
-    def usable_max_length(self) -> int:
-        """``max_length`` as the model uses it (cut to what the backbone takes)."""
-        if self._usable_max_length is None:
-            self._usable_max_length = usable_max_length(self.max_length, self.tokenizer, None, self.backbone)
-        return self._usable_max_length
+    def max_length(self) -> int:
+        """The model's ``max_length`` (cut to what its backbone takes): where texts are cut."""
+        return self._model_encoding()[1]
 
     @property
-    def num_labels(self) -> int:
-        return len(self.labels)
+    def labels(self) -> tuple[str, ...]:
+        return self._model_encoding()[2]
 
     # -- where the tokenized data lives ------------------------------------------------------
+
+    def split_files(self) -> dict[str, Path]:
+        """The local file of each split there is one for: the folder's, or the one given by name."""
+        found = sources.find_split_files(self.data_dir) if self.data_dir is not None else {}
+        given = {split: Path(path) for split, path in self.split_files_given.items() if path is not None}
+        for split, path in given.items():
+            sources.check_split_file(path, split)
+        return {**found, **given}
 
     def _tokenizer_fingerprint(self) -> str:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
@@ -211,12 +226,10 @@ class EmotionDataModule(L.LightningDataModule):
         return hashlib.sha256(described.encode()).hexdigest()
 
     def _source_fingerprint(self) -> str:
-        if self.data_dir is None:
-            return f"hub:{self.dataset_name}:{self.dataset_config}"
         # Read once per datamodule: prepare_data and setup both need it, and the files can be large.
         if self._source_digest is None:
-            digest = hashlib.sha256()
-            for split, path in sorted(sources.find_split_files(self.data_dir).items()):
+            digest = hashlib.sha256(f"hub:{self.dataset_name}:{self.dataset_config}".encode())
+            for split, path in sorted(self.split_files().items()):
                 digest.update(f"{split}:{path.name}:".encode())
                 with path.open("rb") as file:
                     while block := file.read(1 << 20):
@@ -231,7 +244,7 @@ class EmotionDataModule(L.LightningDataModule):
                 CACHE_FORMAT,
                 self._source_fingerprint(),
                 self._tokenizer_fingerprint(),
-                self.usable_max_length,
+                self.max_length,
                 self.labels,
             ]
         )
@@ -239,10 +252,26 @@ class EmotionDataModule(L.LightningDataModule):
 
     # -- Lightning hooks ---------------------------------------------------------------------
 
+    def _needed_splits(self, stage: str | None) -> tuple[str, ...]:
+        """The labelled splits a stage needs (all there are for a data module used on its own)."""
+        return STAGE_SPLITS.get(stage, ("train", "validation", "test"))
+
+    def _local(self) -> bool:
+        return self.data_dir is not None or any(self.split_files_given.values())
+
+    def _stage(self) -> str | None:
+        return self.trainer.state.fn.value if self.trainer is not None and self.trainer.state.fn else None
+
     def prepare_data(self) -> None:
-        """Read and tokenize every labelled split once; later runs find it in the cache."""
-        if self.trainer is not None and self.trainer.state.fn == "predict":
+        """Read and tokenize the labelled splits once; later runs find them in the cache."""
+        stage = self._stage()
+        if stage == "predict":
             return  # predicting reads only the texts to classify, tokenized in setup
+        if self._local():
+            files = self.split_files()
+            needed = self._needed_splits(stage)
+            if missing := [split for split in needed if split not in files] if stage else []:
+                raise sources.missing_splits(self.data_dir, missing, stage)
         target = self.cache_path()
         if (target / "complete").is_file():
             log.info("Tokenized data found in %s", target)
@@ -263,15 +292,15 @@ class EmotionDataModule(L.LightningDataModule):
             # Rows read from files are streamed into Arrow files, tokenized from there, then removed.
             staging = building / "staging"
             staging.mkdir()
-            if self.data_dir is not None:
+            if self._local():
                 raw = {
                     split: sources.write_arrow(sources.iter_split_rows(path, self.labels), staging / f"{split}.arrow")
-                    for split, path in sources.find_split_files(self.data_dir).items()
+                    for split, path in self.split_files().items()
                 }
             else:
                 raw = sources.load_hub_splits(self.dataset_name, self.dataset_config, self.labels)
             if "train" in raw and len(seen := raw["train"].unique("label")) < 2:
-                where = sources.find_split_files(self.data_dir)["train"] if self.data_dir else self.dataset_name
+                where = self.split_files()["train"] if self._local() else self.dataset_name
                 raise sources.DataFileError(
                     where,
                     None,
@@ -304,11 +333,11 @@ class EmotionDataModule(L.LightningDataModule):
         target = self.cache_path()
         if not (target / "complete").is_file():
             raise RuntimeError(f"No tokenized data in {target}: prepare_data() must run before setup()")
-        wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}[stage]
-        for split in wanted:
+        for split in self._needed_splits(stage):
             if not (target / split).is_dir():
-                where = self.data_dir or f"{self.dataset_name} ({self.dataset_config})"
-                raise DataNotFoundError(f"{where} has no {split} split (expected a {split}.* file)")
+                raise sources.missing_splits(
+                    self.data_dir or f"{self.dataset_name} ({self.dataset_config})", [split], stage
+                )
             # Evaluation batches carry their texts, for reports of the most confident mistakes.
             with_text = split != "train"
             self.splits[split] = TokenizedSplit(datasets.load_from_disk(str(target / split)), with_text=with_text)
@@ -317,17 +346,11 @@ class EmotionDataModule(L.LightningDataModule):
         """The texts ``predict`` classifies, in input order (after ``setup("predict")``)."""
         return list(self.splits["predict"].table["text"])
 
-    def skip_predicting(self, already_predicted: Callable[[], Collection[int]]) -> None:
-        """Leave out of ``predict`` the input positions that ``already_predicted()`` returns when the loader is
-        built (a stopped run's, found by the prediction writer once the model's weights are loaded)."""
-        self._already_predicted = already_predicted
-
     def _predict_texts(self) -> list[str]:
         if self.predict_file is not None:
-            texts, _ = sources.read_predict_file(self.predict_file)
-            return texts
+            return sources.read_predict_file(self.predict_file)
         if self.predict_texts is None:
-            raise SettingError("Nothing to predict: give --data.predict_file (one text per line) or predict_texts")
+            raise SettingError("nothing to predict: give --data.predict_file (one text per line) or --text TEXT")
         return sources.check_texts(self.predict_texts)
 
     def tokenization_processes(self, rows: int) -> int:
@@ -340,7 +363,7 @@ class EmotionDataModule(L.LightningDataModule):
         """Tokenize a ``datasets.Dataset`` with ``text`` (and ``label``, ``index``) columns."""
         import pyarrow.compute as pc
 
-        max_length = self.usable_max_length
+        max_length = self.max_length
         encoder, processes = Encoder(self.tokenizer, max_length), self.tokenization_processes(len(rows))
         # A progress bar only for splits worth waiting for, not for a few texts predicted from Python.
         tokenized = tokenization.tokenize(rows, encoder, processes, progress=len(rows) >= 10_000)
@@ -370,7 +393,7 @@ class EmotionDataModule(L.LightningDataModule):
                 seed=seed,
             )
         else:
-            done = set(self._already_predicted()) if split == "predict" and self._already_predicted else set()
+            done = set(self._predicted_before()) if split == "predict" else set()
             # At least one text is predicted again, so that the run still ends by writing the output.
             done.discard(len(dataset) - 1)
             batches = LengthSortedBatchSampler(
@@ -381,7 +404,7 @@ class EmotionDataModule(L.LightningDataModule):
         return loader_class(
             dataset,
             batch_sampler=batches,
-            collate_fn=PadBatch(self.tokenizer, self.usable_max_length, self.fixed_lengths),
+            collate_fn=PadBatch(self.tokenizer, self.max_length, self.fixed_lengths),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # Page-locked batches copy to a GPU without the host waiting for it.
@@ -400,3 +423,11 @@ class EmotionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", training=False)
+
+    def _predicted_before(self) -> set[int]:
+        """The texts a stopped prediction into the same output already predicted, as its writer found them; asked
+        when the loader is built, once the model's weights are loaded (the writer checks they are the same)."""
+        from emotion_lightning.callbacks.prediction_writer import PredictionWriter
+
+        writers = [c for c in getattr(self.trainer, "callbacks", []) if isinstance(c, PredictionWriter)]
+        return writers[0].predicted_before(self.trainer) if writers else set()

@@ -6,14 +6,14 @@ import inspect
 import sys
 import time
 import warnings
-from argparse import ArgumentError
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from jsonargparse import ArgumentError
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -28,18 +28,25 @@ from emotion_lightning.callbacks import (
     RunSummary,
     check_output_file,
 )
-from emotion_lightning.checkpoints import AtomicCheckpointIO, holds_training_state, model_settings, read_checkpoint
-from emotion_lightning.cli import settings_named_in_help
-from emotion_lightning.console import COMMAND_STARTED, say, show_messages
+from emotion_lightning.callbacks.prediction_writer import output_path
+from emotion_lightning.checkpoints import (
+    AtomicCheckpointIO,
+    holds_training_state,
+    model_settings,
+    read_checkpoint,
+    recorded_score,
+)
+from emotion_lightning.console import COMMAND_STARTED, quiet_libraries, say, show_messages
 from emotion_lightning.data import EmotionDataModule
-from emotion_lightning.errors import SettingError, parser_error
+from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import runnable_precision
+from emotion_lightning.settings import PARSER_RULES, parser_error, settings_named_in_help
 from emotion_lightning.sources import check_predict_file, check_yaml_files
 
-PARSER_RULES = {"exit_on_error": False, "allow_abbrev": False}
 # Values of trainer.logger that mean "Lightning's default logger".
 DEFAULT_LOGGER = (None, True)
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _as_list(value) -> list:
@@ -49,25 +56,36 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+@dataclass(frozen=True)
+class ReadCheckpoint:
+    """The ``--ckpt_path`` checkpoint, read once and checked: the model's settings, its tokenizer and its weights
+    all come from here, handed to what needs them."""
+
+    path: Path
+    contents: dict
+
+
 class EmotionCLI(LightningCLI):
-    """LightningCLI with the model and data linked, run folders, best-checkpoint keeping and prediction output."""
+    """LightningCLI with the model's settings from a checkpoint, run folders, best-checkpoint keeping and
+    prediction output.
 
-    first_in_process = True
-    # Data settings that always take the model's value.
-    LINKED = ("backbone", "labels", "max_length")
-    # The run folder the current fit created: removed again if the fit fails before writing anything in it.
-    last_new_run_folder: Path | None = None
+    Args:
+        started: ``time.monotonic()`` when the command started (what the fit's summary counts from).
+        run_folders: the run folders this command claims and locks, released by whoever made it.
+    """
 
-    def __init__(self, *args, **kwargs):
-        # The first command of a process counts from the process's start (imports included); later ones
-        # (the tuner's trials) from their own.
-        self.started = COMMAND_STARTED if EmotionCLI.first_in_process else time.monotonic()
-        EmotionCLI.first_in_process = False
-        # The --ckpt_path checkpoint, read once: its settings, tokenizer and weights all come from here.
-        self.checkpoint: dict | None = None
-        self.checkpoint_path: Path | None = None
+    help_subcommand: str | None = None  # whose --help an error points to, when it is not the one parsed
+
+    def __init__(self, *args, started: float, run_folders: runs.HeldRunFolders, **kwargs):
+        self.started, self.run_folders = started, run_folders
+        self.checkpoint: ReadCheckpoint | None = None
         self.precision_note: str | None = None
         super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # weights_only is no setting here: a checkpoint is only ever read the package's way (tensors, checked).
+        return {name: skip | {"weights_only"} for name, skip in LightningCLI.subcommands().items()}
 
     def add_core_arguments_to_parser(self, parser) -> None:
         # The package's own settings first in `fit --help`, the Trainer's eighty after them.
@@ -77,10 +95,6 @@ class EmotionCLI(LightningCLI):
         parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 
     def add_arguments_to_parser(self, parser) -> None:
-        # The model is the source of truth: `--ckpt_path` restores the model's arguments from the
-        # checkpoint, and the data must then tokenize and label with the same backbone and labels.
-        for setting in self.LINKED:
-            parser.link_arguments(f"model.{setting}", f"data.{setting}")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -111,32 +125,34 @@ class EmotionCLI(LightningCLI):
         try:
             super().parse_arguments(parser, [arg for arg in args if arg not in printing])
         except ArgumentError as error:
-            subcommand = args[0] if args else "fit"
+            subcommand = self.help_subcommand or (args[0] if args and args[0] in LIGHTNING_SUBCOMMANDS else "fit")
             trainer = [f"trainer.{name}" for name in inspect.signature(self.trainer_class.__init__).parameters]
             raise parser_error(str(error), [*settings_named_in_help(subcommand), *trainer], subcommand) from None
         if printing:
-            self._print_config_and_exit()
+            self.print_config_and_exit()
         self._read_checkpoint_once()
 
-    def _print_config_and_exit(self) -> None:
-        subcommand = self.config["subcommand"]
-        config = self.config[subcommand]
+    def print_config_and_exit(self) -> None:
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
         notes = []
         precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
         if message:
             config.trainer.precision = precision
             notes.append(f"trainer.precision: {message}")
-        if config.trainer.logger in DEFAULT_LOGGER and subcommand == "fit":
+        if config.trainer.logger in DEFAULT_LOGGER and subcommand in ("fit", None):
             notes.append("trainer.logger: the run folder's metrics.csv (emotion_lightning.runs.RunMetricsLogger)")
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))[subcommand]
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        dumped = dumped[subcommand] if subcommand else dumped
         print("".join(f"# {note}\n" for note in notes) + yaml.safe_dump(dumped, sort_keys=False), end="")
         sys.exit(0)
 
     def _read_checkpoint_once(self) -> None:
         """Find and read ``--ckpt_path`` (checked, memory-mapped) and take the model's settings from it.
 
-        Every form (a path, ``last``, ``best``, ``hpc``) goes through :func:`read_checkpoint`; Lightning is
-        then handed the path with the checkpoint already read, so it never opens the file on its own.
+        Every form (a path, ``last``, ``best``, ``hpc``) goes through :func:`read_checkpoint`. The setting is then
+        emptied: Lightning would read the file again for its settings (unchecked); the subcommand methods below
+        hand the path to the Trainer, and the checkpoint IO gives Lightning the contents already read.
         """
         subcommand = self.config.get("subcommand")
         if subcommand is None:
@@ -144,32 +160,42 @@ class EmotionCLI(LightningCLI):
         config = self.config[subcommand]
         root = Path(config.trainer.default_root_dir or ".")
         path = self._checkpoint_path(subcommand, config.get("ckpt_path"), root)
-        config.ckpt_path = None  # given back in before_instantiate_classes, once read here
+        config.ckpt_path = None
         if path is None:
             return
-        self.checkpoint, self.checkpoint_path = read_checkpoint(path), path
-        if subcommand == "fit" and not holds_training_state(self.checkpoint):
+        self.checkpoint = ReadCheckpoint(path, read_checkpoint(path))
+        if subcommand == "fit" and not holds_training_state(self.checkpoint.contents):
             raise SettingError(
                 f"--ckpt_path {path} holds the weights only ({runs.BEST_CHECKPOINT} is for validate, test, "
                 f"predict and export); resume a run from its {runs.LAST_CHECKPOINT} (--ckpt_path last)"
             )
-        settings = model_settings(self.checkpoint)
+        score = recorded_score(self.checkpoint.contents) or runs.best_score(runs.run_folder_of(path))
+        run = runs.run_folder_of(path)
+        say(
+            f"Checkpoint {path}"
+            + (f" (run {run.name}" if run else " (")
+            + (f", val/acc {score:.4f})" if score is not None else ", val/acc not recorded)")
+        )
+        settings = model_settings(self.checkpoint.contents)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
     def _checkpoint_path(self, subcommand: str, given: str | None, root: Path) -> Path | None:
-        """The checkpoint file ``--ckpt_path`` names: a path, or ``last``/``best`` of the newest run, or ``hpc``."""
+        """The checkpoint file ``--ckpt_path`` names: a path, ``best`` (the best ``val/acc`` of the runs under
+        ``root``), ``last`` (the newest run's), or ``hpc``."""
         if given is None:
             if subcommand == "fit":
                 return None
             raise SettingError(
                 f"{subcommand} needs a trained model: give --ckpt_path, a checkpoint that fit wrote "
                 f"(<run folder>/{runs.CHECKPOINT_FOLDER}/{runs.BEST_CHECKPOINT}), or `best` / `last` for the "
-                "newest run under trainer.default_root_dir"
+                "runs under trainer.default_root_dir"
             )
         if given == "hpc":
             found = runs.hpc_checkpoint(root)
-        elif given in ("last", "best"):
-            found = runs.newest_checkpoint(root, f"{given}.ckpt")
+        elif given == "last":
+            found = runs.newest_checkpoint(root, runs.LAST_CHECKPOINT)
+        elif given == "best":
+            found = runs.best_checkpoint(root)
         else:
             return Path(given)
         if found is None and subcommand == "fit" and given == "last":
@@ -181,7 +207,6 @@ class EmotionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        config.ckpt_path = str(self.checkpoint_path) if self.checkpoint_path else None
         precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
         self.precision_note = message
         if message:
@@ -193,15 +218,14 @@ class EmotionCLI(LightningCLI):
                 raise SettingError(f"trainer.{name} must be -1 (no limit) or at least 0, got {value}")
         if self.subcommand == "predict":
             check_predict_file(config.data.predict_file)
-        folder = self._run_folder(config)
+        folder = self._run_folder()
         config.trainer.default_root_dir = str(folder)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(folder / runs.CHECKPOINT_FOLDER)
-        if self.subcommand == "predict":
-            output = PredictionWriter(config.prediction_writer.output_file).output_path(
-                folder, config.data.predict_file
-            )
-            check_output_file(output, reads=[config.data.predict_file, self.checkpoint_path, *self.config_files])
+        if self.subcommand == "predict":  # checked before the model is built; the writer is given it
+            output = output_path(config.prediction_writer.output_file, folder, config.data.predict_file)
+            checkpoint = self.checkpoint.path if self.checkpoint else None
+            check_output_file(output, reads=[config.data.predict_file, checkpoint, *self.config_files])
             config.prediction_writer.output_file = str(output)
 
     @property
@@ -209,27 +233,29 @@ class EmotionCLI(LightningCLI):
         """The config files given with ``-c`` / ``--config``."""
         return [Path(str(path)) for path in (self.config[self.subcommand].get("config") or [])]
 
-    def _run_folder(self, config) -> Path:
+    def _run_folder(self) -> Path:
         """Where this command writes: a new run folder for fit (or the resumed run's), else beside the checkpoint."""
-        root = Path(config.trainer.default_root_dir or ".")
-        checkpoint_run = runs.run_folder_of(config.ckpt_path) if config.get("ckpt_path") else None
+        root = Path(self.config[self.subcommand].trainer.default_root_dir or ".")
+        checkpoint = self.checkpoint.path if self.checkpoint else None
+        checkpoint_run = runs.run_folder_of(checkpoint) if checkpoint else None
         if self.subcommand != "fit":
             return checkpoint_run or root
-        if checkpoint_run is not None and Path(config.ckpt_path).name == runs.LAST_CHECKPOINT:
+        if checkpoint_run is not None and checkpoint.name == runs.LAST_CHECKPOINT:
             # Resuming: the run continues in its own folder, unless a fit is still writing there.
-            if runs.first_process_of_job() and not runs.lock_run_folder(checkpoint_run):
+            if runs.first_process_of_job() and not self.run_folders.lock(checkpoint_run):
                 raise SettingError(
-                    f"--ckpt_path {config.ckpt_path}: its run {checkpoint_run} is still being trained by another "
+                    f"--ckpt_path {checkpoint}: its run {checkpoint_run} is still being trained by another "
                     "fit; wait for it to end (or stop it) before resuming"
                 )
             return checkpoint_run
+        if not root.exists():
+            self.run_folders.made_roots.add(root.name)
         try:
             folder = runs.shared_new_run_folder(root)
         except OSError as error:
             raise SettingError(f"cannot create a run folder in trainer.default_root_dir {root}: {error}") from None
         if runs.first_process_of_job():
-            runs.lock_run_folder(folder)
-        EmotionCLI.last_new_run_folder = folder
+            self.run_folders.lock(folder, created=True)
         return folder
 
     # -- building ------------------------------------------------------------------------------
@@ -255,7 +281,7 @@ class EmotionCLI(LightningCLI):
         # checkpoint already read is not read again.
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            already_read = {self.config[self.subcommand].ckpt_path: self.checkpoint} if self.checkpoint else {}
+            already_read = {self.checkpoint.path: self.checkpoint.contents} if self.checkpoint else {}
             kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO(already_read)])
         try:
             trainer = super().instantiate_trainer(**kwargs)
@@ -266,49 +292,69 @@ class EmotionCLI(LightningCLI):
                 callback.notes.append(f"trainer.precision: {self.precision_note}")
         return trainer
 
-    def after_fit(self) -> None:
-        # Ended here rather than when Python exits: W&B's closing lines are then plain text in a log file.
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.finish()
-
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         if self.checkpoint is not None:
             # The tokenizer the checkpoint was trained with, before the data is tokenized with it.
-            self.model.on_load_checkpoint(self.checkpoint)
+            self.model.on_load_checkpoint(self.checkpoint.contents)
         self.datamodule.encode_like(self.model)
 
+    # -- the subcommands: the checkpoint read above is handed to the Trainer's call ---------------
 
-def run(args: list[str] | None = None, callbacks: list | None = None) -> EmotionCLI:
-    """Run the CLI with ``args`` (default: the command line) and return it, for inspection.
+    def _with_checkpoint(self, kwargs: dict) -> dict:
+        return {**kwargs, "ckpt_path": str(self.checkpoint.path) if self.checkpoint else None}
 
-    ``callbacks``: Lightning callbacks added to the ones the settings make (the tuner's report to its study).
+    def fit(self, **kwargs) -> None:
+        self.trainer.fit(**self._with_checkpoint(kwargs))
+
+    def validate(self, **kwargs):
+        return self.trainer.validate(**self._with_checkpoint(kwargs))
+
+    def test(self, **kwargs):
+        return self.trainer.test(**self._with_checkpoint(kwargs))
+
+    def predict(self, **kwargs):
+        return self.trainer.predict(**self._with_checkpoint(kwargs))
+
+
+def run(args: list[str], callbacks: list | None = None, started: float | None = None) -> EmotionCLI:
+    """Run the CLI with ``args`` and return it, for inspection.
+
+    ``callbacks``: Lightning callbacks added to the ones the settings make (the tuner's report to its study);
+    ``started``: when the command started (default: now).
     """
-    args = sys.argv[1:] if args is None else list(args)
     check_yaml_files(args)
     show_messages()
+    quiet_libraries()
     # Given as a list (to drop --verbose, and from tests): LightningCLI's warning about that is for other cases.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    held, failed = runs.HeldRunFolders(), True
     try:
-        return EmotionCLI(
+        cli = EmotionCLI(
             EmotionClassifier,
             EmotionDataModule,
+            started=time.monotonic() if started is None else started,
+            run_folders=held,
             seed_everything_default=42,
             save_config_callback=runs.SaveConfigToRunFolder,
             save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
             trainer_defaults={"enable_model_summary": False, **({"callbacks": callbacks} if callbacks else {})},
-            # Errors raised, not printed after a page of usage: the command line says them in one line. A prefix of
-            # a setting's name is not taken for it (--trainer.max_epoch is a mistake, not max_epochs).
             parser_kwargs={"prog": "emotion-lightning", **PARSER_RULES}
-            | {subcommand: PARSER_RULES for subcommand in ("fit", "validate", "test", "predict")},
-            args=args,
+            | {subcommand: dict(PARSER_RULES) for subcommand in LIGHTNING_SUBCOMMANDS},  # LightningCLI adds to them
+            args=list(args),
         )
-    except BaseException:
-        if (folder := EmotionCLI.last_new_run_folder) is not None and runs.first_process_of_job():
-            runs.remove_if_unused(folder)
-        raise
+        failed = False
+        return cli
     finally:
-        EmotionCLI.last_new_run_folder = None
-        runs.release_run_folders()
+        held.release(failed)
+        # Whatever way the command ended, a W&B run it started is finished now, while its closing lines are still
+        # plain text in a log file (at Python's exit they would not be).
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def main(args: list[str]) -> None:
+    """``emotion-lightning fit|validate|test|predict ...``"""
+    run(args, started=COMMAND_STARTED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,8 +21,7 @@ from emotion_lightning.backbone import (
     tokenizer_to_files,
     usable_max_length,
 )
-from emotion_lightning.checkpoints import TOKENIZER_CHECKPOINT_KEY, model_settings
-from emotion_lightning.compat import divide_gradients_in_step, forget_gradient_divisor, step_divides_gradients
+from emotion_lightning.checkpoints import SCORE_CHECKPOINT_KEY, TOKENIZER_CHECKPOINT_KEY, model_settings
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
 
@@ -54,7 +54,7 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: share of the training target spread over the other labels (the training loss only).
         freeze_word_embeddings: keep the word embeddings (half of DistilBERT's or MiniLM's weights) as
             pretrained. Faster steps; changes the recipe, so it is off in configs/reference.yaml.
-        compile: ``torch.compile`` the transformer (dynamic shapes): faster steps once compiled, at the
+        compile: torch.compile the transformer (dynamic shapes). Faster steps once compiled, at the
             cost of a compilation at the start (cached on disk by PyTorch for the next run).
         backbone_config: the backbone's architecture. Filled in from the pretrained model and
             saved in every checkpoint, so a checkpoint rebuilds the model without any download.
@@ -147,6 +147,16 @@ class EmotionClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[TOKENIZER_CHECKPOINT_KEY] = tokenizer_to_files(self.tokenizer)
+        if (score := self.trainer.callback_metrics.get("val/acc")) is not None:  # what these weights scored
+            checkpoint[SCORE_CHECKPOINT_KEY] = float(score)
+        # How it was trained, for the model card that export writes (plain values only).
+        data = self.trainer.datamodule
+        local = getattr(data, "data_dir", None)
+        checkpoint["training"] = {
+            "precision": str(self.trainer.precision),
+            "batch_size": getattr(data, "batch_size", None),
+            "dataset": f"local files ({Path(local).name})" if local else getattr(data, "dataset_name", None),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         files = checkpoint.get(TOKENIZER_CHECKPOINT_KEY)
@@ -246,34 +256,22 @@ class EmotionClassifier(L.LightningModule):
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(self.hparams.warmup_ratio * total_steps), total_steps
         )
-        optimizer.register_step_post_hook(forget_gradient_divisor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as ``trainer.gradient_clip_val`` says, in every precision, with the fused AdamW too.
 
-        Lightning's mixed-precision plugin refuses to clip for an optimizer that unscales fp16
-        gradients inside its own step (fused AdamW), for bf16 as well, where nothing is scaled.
-        Here the gradients are unscaled first (16-mixed: the GradScaler also records whether any is
-        inf or NaN), then their norm is clipped. The fused step is skipped, as the GradScaler would
-        skip it, when an inf or NaN was found.
-
-        Norm clipping is folded into the fused step: the step divides the gradients by its
-        ``grad_scale`` anyway (the GradScaler's protocol), so scaling them down costs no extra pass
-        over 22.7M gradients. The factor is ``clip_grad_norm_``'s: ``min(1, max_norm / (norm + 1e-6))``.
+        Lightning's mixed-precision plugins refuse to clip for an optimizer that unscales fp16 gradients inside its
+        own step (fused AdamW), for bf16 as well, where nothing is scaled. Here the gradients are unscaled first
+        (16-mixed; the GradScaler then knows, and its step divides nothing more), then clipped by torch.
         """
-        if not gradient_clip_val or not step_divides_gradients(optimizer):
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if not gradient_clip_val:
             return
-        precision = self.trainer.precision_plugin
-        scaler = getattr(precision, "scaler", None)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:
             scaler.unscale_(optimizer)
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if gradient_clip_algorithm == GradClipAlgorithmType.VALUE:
-            precision.clip_grad_by_value(optimizer, gradient_clip_val)
-            return
-        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(gradients, foreach=True)
-        clip_factor = torch.clamp(gradient_clip_val / (norm + 1e-6), max=1.0)
-        # After the step the GradScaler removes it; without one, the step's post hook (configure_optimizers).
-        divide_gradients_in_step(optimizer, 1.0 / clip_factor, once=scaler is None)
+            torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val, foreach=True)
+        else:
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val, foreach=True)

@@ -17,6 +17,7 @@ that has a ``last.ckpt``, in its own folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
@@ -115,9 +117,27 @@ def hpc_checkpoint(root: str | Path) -> Path | None:
     return max(numbered)[1] if numbered else None
 
 
-# -- one fit per run folder at a time -----------------------------------------------------------
+def best_score(run_folder: Path | None) -> float | None:
+    """The best ``val/acc`` a run logged in its ``metrics.csv`` (None without one)."""
+    metrics = run_folder / METRICS_FILE if run_folder is not None else None
+    if metrics is None or not metrics.is_file():
+        return None
+    with metrics.open(newline="") as file:
+        scores = [float(row["val/acc"]) for row in csv.DictReader(file) if row.get("val/acc")]
+    return max(scores, default=None)
 
-_held_locks: list = []
+
+def best_checkpoint(root: str | Path) -> Path | None:
+    """The ``best.ckpt`` with the best ``val/acc`` among the runs under ``root`` (the newest of equals)."""
+    scored = [
+        (best_score(folder), number, folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT)
+        for number, folder in enumerate(run_folders(root))
+        if (folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT).is_file()
+    ]
+    return max(scored, key=lambda entry: (entry[0] is not None, entry[0] or 0.0, entry[1]))[2] if scored else None
+
+
+# -- one fit per run folder at a time -----------------------------------------------------------
 
 
 def first_process_of_job() -> bool:
@@ -125,30 +145,43 @@ def first_process_of_job() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and _global_rank() == 0
 
 
-def lock_run_folder(folder: Path) -> bool:
-    """Mark ``folder`` as written by this process until :func:`release_run_folders`; False if another holds it.
+class HeldRunFolders:
+    """The run folders one command holds: each locked for as long as the command runs (an advisory ``flock``,
+    which the kernel drops when the process ends, however it ends), and the one it created removed again if the
+    command failed before writing anything of its own there."""
 
-    An advisory ``flock``: the kernel drops it when the process ends, however it ends (SIGKILL too). Where
-    the file system has no locks, every fit is let through.
-    """
-    import fcntl
+    def __init__(self):
+        self.created: list[Path] = []
+        self.made_roots: set[str] = set()  # trainer.default_root_dir folders this command made
+        self._locks: list[int] = []
 
-    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        return False
-    except OSError:
-        pass  # no locking on this file system
-    _held_locks.append(descriptor)
-    return True
+    def lock(self, folder: Path, created: bool = False) -> bool:
+        """Mark ``folder`` as written by this process; False if another process holds it. Where the file system
+        has no locks, every fit is let through."""
+        import fcntl
 
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        except OSError:
+            pass  # no locking on this file system
+        self._locks.append(descriptor)
+        if created:
+            self.created.append(folder)
+        return True
 
-def release_run_folders() -> None:
-    """Let go of the run folders this process locked (at the end of a command)."""
-    while _held_locks:
-        os.close(_held_locks.pop())
+    def release(self, failed: bool) -> None:
+        """At the command's end: let go of the locks; after a failure, remove what it created and left unused
+        (the run folder, and the folder above it when the run made that too and it is empty now)."""
+        for folder in self.created if failed else ():
+            if remove_if_unused(folder) and folder.parent.name in self.made_roots:
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()
+        while self._locks:
+            os.close(self._locks.pop())
 
 
 # What a fit writes into its folder before it has done anything worth keeping.
@@ -281,3 +314,51 @@ def link_wandb_run(wandb_run, run_folder: Path) -> None:
         "url": wandb_run.url,
     }
     (run_folder / WANDB_LINK_FILE).write_text(json.dumps(link, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class RunsSettings:
+    """List the runs under a folder (and its subfolders): their best val/acc, epochs and checkpoints.
+
+    Args:
+        root: the folder (a trainer.default_root_dir, or one above several)
+    """
+
+    root: Path = Path("runs")
+
+
+def describe_runs(root: Path) -> str:
+    """One line per run folder under ``root``: its path, best ``val/acc``, epochs logged and checkpoints; the
+    one ``--ckpt_path best`` picks in each root is marked."""
+    folders = sorted({path.parent for path in root.glob("**/version_*/") if _run_number(path) is not None})
+    if not folders:
+        return f"no runs under {root}"
+    lines = [f"{'run':<40} {'val/acc':>8} {'epochs':>6}  checkpoints"]
+    for parent in folders:
+        best = best_checkpoint(parent)
+        for folder in run_folders(parent):
+            score, epochs = best_score(folder), _epochs_logged(folder)
+            kept = [
+                name for name in (BEST_CHECKPOINT, LAST_CHECKPOINT) if (folder / CHECKPOINT_FOLDER / name).is_file()
+            ]
+            mark = "  <- --ckpt_path best" if best is not None and best.parent.parent == folder else ""
+            shown = f"{score:.4f}" if score is not None else "-"
+            lines.append(f"{str(folder):<40} {shown:>8} {epochs:>6}  {', '.join(kept) or '-'}{mark}")
+    return "\n".join(lines)
+
+
+def _epochs_logged(folder: Path) -> int:
+    metrics = folder / METRICS_FILE
+    if not metrics.is_file():
+        return 0
+    with metrics.open(newline="") as file:
+        return len({row["epoch"] for row in csv.DictReader(file) if row.get("val/acc") and row.get("epoch")})
+
+
+def main(args: list[str]) -> None:
+    """``emotion-lightning runs [ROOT]``"""
+    from emotion_lightning.settings import parse_settings
+
+    if len(args) > 1 and not args[1].startswith("-"):  # the folder, given as the first argument
+        args = [args[0], "--root", *args[1:]]
+    print(describe_runs(parse_settings(RunsSettings, args).root))

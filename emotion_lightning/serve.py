@@ -275,8 +275,8 @@ def _guarded_http(read_timeout: float, max_connections: int):
     return GuardedH11Protocol
 
 
-def main(argv: list[str]) -> None:
+def main(args: list[str]) -> None:
     """``emotion-lightning serve MODEL [--host ...] [--port ...] ...``"""
-    from emotion_lightning.cli import parse_settings
+    from emotion_lightning.settings import parse_settings
 
-    serve(parse_settings(ServeSettings, "serve", argv))
+    serve(parse_settings(ServeSettings, args))

@@ -73,8 +73,10 @@ def _load(settings: WorkerSettings, connection):
     try:
         import torch
 
+        from emotion_lightning.console import quiet_libraries
         from emotion_lightning.predictor import EmotionPredictor
 
+        quiet_libraries()  # again, now that Lightning is imported
         if settings.accelerator == "cuda" and not torch.cuda.is_available():
             raise EmotionLightningError(
                 "--accelerator cuda: no CUDA GPU is visible here; give --accelerator cpu (or auto)"

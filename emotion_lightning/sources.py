@@ -35,37 +35,52 @@ class DataFileError(EmotionLightningError, ValueError):
 
 
 def find_split_files(data_dir: str | Path) -> dict[str, Path]:
-    """Map each split present in ``data_dir`` to its file; train and validation are required."""
+    """Map each split present in ``data_dir`` to its file (a command checks that its own splits are there)."""
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DataNotFoundError(f"data_dir {data_dir} is not a folder")
     found: dict[str, Path] = {}
     for split, stems in SPLIT_FILE_STEMS.items():
         candidates = [data_dir / f"{stem}{ext}" for stem in stems for ext in FILE_FORMATS]
-        for path in candidates:
-            if path.is_symlink() and not path.exists():
-                raise DataNotFoundError(
-                    f"{path} is a link that leads nowhere (its target is missing, or the links go round in a loop); "
-                    f"the {split} split must be a file"
-                )
-            if path.exists() and not path.is_file():
-                # A FIFO, a device (a link to /dev/zero) or a folder would block or never end.
-                raise DataNotFoundError(f"{path} is not a regular file; the {split} split must be a file")
-        present = [path for path in candidates if path.is_file()]
+        present = [path for path in candidates if path.exists() or path.is_symlink()]
+        for path in present:
+            check_split_file(path, split)
         if len(present) > 1:
             names = ", ".join(path.name for path in present)
             raise DataNotFoundError(f"data_dir {data_dir} has several files for the {split} split: {names}")
         if present:
             found[split] = present[0]
-    missing = [split for split in ("train", "validation") if split not in found]
-    if missing:
-        expected = ", ".join(f"{stems[0]}.*" for split, stems in SPLIT_FILE_STEMS.items() if split in missing)
-        listing = ", ".join(sorted(path.name for path in data_dir.iterdir())) or "nothing"
-        raise DataNotFoundError(
-            f"data_dir {data_dir} lacks the {' and '.join(missing)} split: expected {expected} "
-            f"(formats {', '.join(FILE_FORMATS)}; val.* also accepted), found {listing}"
-        )
     return found
+
+
+def check_split_file(path: Path, split: str) -> None:
+    """A split's file must be a regular file in a format the package reads."""
+    if path.is_symlink() and not path.exists():
+        raise DataNotFoundError(
+            f"{path} is a link that leads nowhere (its target is missing, or the links go round in a loop); "
+            f"the {split} split must be a file"
+        )
+    if not path.exists():
+        raise DataNotFoundError(f"the {split} split's file {path} does not exist")
+    if not path.is_file():
+        # A FIFO, a device (a link to /dev/zero) or a folder would block or never end.
+        raise DataNotFoundError(f"{path} is not a regular file; the {split} split must be a file")
+    if path.suffix not in FILE_FORMATS:
+        raise DataNotFoundError(f"{path}: the {split} split must be one of {', '.join(FILE_FORMATS)}")
+
+
+def missing_splits(where: str | Path | None, missing: list[str], stage: str | None) -> DataNotFoundError:
+    """What a command needs and does not find: the splits, and how to give them."""
+    names = " and ".join(missing)
+    expected = ", ".join(f"{SPLIT_FILE_STEMS[split][0]}.*" for split in missing)
+    options = " or ".join(f"--data.{split}_file" for split in missing)
+    found = ""
+    if where is not None and Path(where).is_dir():
+        found = f"; found {', '.join(sorted(path.name for path in Path(where).iterdir())) or 'nothing'}"
+    return DataNotFoundError(
+        f"{stage or 'this command'} needs the {names} split: {where} has none (expected {expected}, formats "
+        f"{', '.join(FILE_FORMATS)}; val.* also accepted{found}); or give the file with {options}"
+    )
 
 
 def label_to_id(value: object, labels: Sequence[str], path: Path, line: int) -> int:
@@ -233,30 +248,13 @@ def _record_rows(path: Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]
         yield _check_text(record["text"], path, line_number), label_to_id(record["label"], labels, path, line_number)
 
 
-def read_split_file(path: str | Path, labels: Sequence[str]) -> dict[str, list]:
-    """One split file as lists of texts and label ids (for small files; training streams them)."""
-    texts, label_ids = [], []
-    for text, label_id in iter_split_rows(path, labels):
-        texts.append(text)
-        label_ids.append(label_id)
-    return {"text": texts, "label": label_ids}
-
-
-def read_predict_file(path: str | Path) -> tuple[list[str], list[int]]:
-    """Texts to classify, one per line, with their line numbers.
-
-    Blank lines (nothing visible on them) are not texts: they are left out and reported by line number so that
-    the output rows still map to the lines that held text.
-    """
+def read_predict_file(path: str | Path) -> list[str]:
+    """Texts to classify, one per line; lines with nothing visible on them are not texts and are left out."""
     path = Path(path)
-    texts, line_numbers = [], []
-    for line_number, line in iter_lines(path):
-        if text_problem(line) is None:
-            texts.append(line)
-            line_numbers.append(line_number)
+    texts = [line for _, line in iter_lines(path) if text_problem(line) is None]
     if not texts:
         raise DataFileError(path, None, "no text to classify (the file is empty or only blank lines)")
-    return texts, line_numbers
+    return texts
 
 
 def check_predict_file(path: str | Path | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 import re
@@ -100,9 +101,6 @@ def _progress_bars(show: bool):
 
 # -- several processes ---------------------------------------------------------------------------
 
-# What the forked workers tokenize: set before the pool starts, inherited, never pickled.
-_job: tuple | None = None
-
 
 def _end_with_parent() -> None:
     """Worker start-up: die when the parent dies, and take SIGTERM / SIGINT as a plain process does."""
@@ -125,8 +123,7 @@ def end_with_parent() -> None:
         os._exit(1)
 
 
-def _tokenize_shard(index: int) -> str:
-    rows, encoder, processes, folder = _job
+def _tokenize_shard(rows, encoder: Encoder, processes: int, folder: str, index: int) -> str:
     shard = rows.shard(processes, index, contiguous=True)
     path = Path(folder) / f"shard-{index}"
     _map(shard, encoder).save_to_disk(str(path))
@@ -136,15 +133,12 @@ def _tokenize_shard(index: int) -> str:
 def _tokenize_in_processes(rows, encoder: Encoder, processes: int):
     import datasets
 
-    global _job
-    # Beside the rows' own file (a build's staging folder): removed with it.
+    # Beside the rows' own file (a build's staging folder): removed with it. The rows go to the workers as
+    # their file's name (a memory-mapped dataset pickles as that), the encoder as its tokenizer.
     folder = tempfile.mkdtemp(prefix="shards-", dir=Path(rows.cache_files[0]["filename"]).parent)
-    _job = (rows, encoder, processes, folder)
-    try:
-        with multiprocessing.get_context("fork").Pool(processes, initializer=_end_with_parent) as pool:
-            paths = pool.map(_tokenize_shard, range(processes))
-    finally:
-        _job = None
+    job = functools.partial(_tokenize_shard, rows, encoder, processes, folder)
+    with multiprocessing.get_context("fork").Pool(processes, initializer=_end_with_parent) as pool:
+        paths = pool.map(job, range(processes))
     return datasets.concatenate_datasets([datasets.load_from_disk(path) for path in paths])
 
 

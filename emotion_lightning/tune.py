@@ -1,11 +1,13 @@
 """`emotion-lightning tune`: an Optuna study of ordinary `fit` runs on validation accuracy, resumable and shared.
 
-    emotion-lightning tune -c configs/reference.yaml -c configs/offline.yaml --tune.trials 20
+    emotion-lightning tune -c reference -c offline --tune.trials 20
 
-Every trial is a `fit` with the configs given, the search space's values on top, into a run folder of its own
-under ``<tune.output>/<study>/``. Each validation reports ``val/acc`` to the study, which prunes hopeless trials
-(median pruner). The study lives in a database (SQLite by default; any SQL server Optuna takes), so that a
-stopped tuner continues where it was with the same command, and tuners on several machines share one study.
+The settings are fit's (parsed and checked by fit's parser) and the study's (``--tune.*``). Every trial is a `fit`
+of those settings (written once as ``<tune.output>/<study>/fit-config.yaml``) with the search space's values on
+top, into a run folder of its own under ``<tune.output>/<study>/``. Each validation reports ``val/acc`` to the
+study, which prunes hopeless trials (median pruner). The study lives in a database (SQLite by default; any SQL
+server Optuna takes), so that a stopped tuner continues where it was with the same command, and tuners on several
+machines share one study.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from pathlib import Path
 
 import yaml
 
-from emotion_lightning.console import say
+from emotion_lightning.console import quiet_libraries, say
 from emotion_lightning.errors import EmotionLightningError, SettingError, check_at_least
+from emotion_lightning.settings import recipe_path
 from emotion_lightning.tokenization import process_alive
 
-DEFAULT_SPACE = Path(__file__).parents[1] / "configs" / "tune.yaml"
 KINDS = ("float", "int", "categorical")
 PLAIN_VALUES = (str, int, float, bool, type(None))
 # A stopped tuner's trial counts as interrupted once it has sent no heartbeat for this long.
@@ -41,13 +43,25 @@ class TuneError(EmotionLightningError, ValueError):
 
 @dataclass
 class TuneSettings:
+    """The study's settings (``--tune.*``); fit's settings apply to every trial.
+
+    Args:
+        trials: trials to finish (completed or pruned), counting those of earlier runs of the study
+        space: the search space, a YAML file or the name of a shipped one (default: tune)
+        storage: the study's database (default sqlite:///<output>/study.db; any SQL URL Optuna takes)
+        study_name: the study's name (a name, not a path)
+        timeout: seconds after which no new trial starts
+        output: the trials' run folders, and each study's best.yaml and plots
+        max_failures: trials failed in a row after which the study stops
+    """
+
     trials: int = 20
-    storage: str | None = None  # default sqlite:///<output>/study.db
+    space: str = "tune"
+    storage: str | None = None
     study_name: str = "emotion-lightning"
     timeout: float | None = None
-    space: Path = DEFAULT_SPACE
     output: Path = Path("runs/tune")
-    max_failures: int = 3  # trials failed in a row before the study stops
+    max_failures: int = 3
 
     def check(self) -> None:
         """One line for a setting that cannot work, before anything is opened or written."""
@@ -71,38 +85,58 @@ class TuneSettings:
         return self.storage or f"sqlite:///{self.output / 'study.db'}"
 
 
-def split_arguments(argv: list[str]) -> tuple[TuneSettings, list[str]]:
-    """``--tune.X value`` / ``--tune.X=value`` settings, and the rest (the fit arguments)."""
-    settings, rest, position = TuneSettings(), [], 0
-    names = {name: type(value) for name, value in vars(TuneSettings()).items()}
-    while position < len(argv):
-        argument = argv[position]
-        if not argument.startswith("--tune."):
-            rest.append(argument)
-            position += 1
-            continue
-        name, equals, value = argument.removeprefix("--tune.").partition("=")
-        if name not in names:
-            raise SettingError(f"--tune.{name} is not a tune setting; the settings are {', '.join(names)}")
-        if not equals:
-            position += 1
-            if position == len(argv):
-                raise SettingError(f"--tune.{name} needs a value")
-            value = argv[position]
-        position += 1
-        converters = {"trials": int, "max_failures": int, "timeout": float, "space": Path, "output": Path}
-        try:
-            converted = converters.get(name, str)(value)
-        except ValueError:
-            raise SettingError(f"--tune.{name} must be a number, got {value!r}") from None
-        setattr(settings, name, converted)
+def parse(args: list[str]):
+    """fit's settings and the study's, parsed and checked by fit's own parser; nothing is built (each trial is a
+    fit of its own). Returns the study's settings and the YAML of fit's."""
+    from emotion_lightning.data import EmotionDataModule
+    from emotion_lightning.lightning_cli import EmotionCLI
+    from emotion_lightning.model import EmotionClassifier
+    from emotion_lightning.runs import HeldRunFolders
+    from emotion_lightning.settings import PARSER_RULES
+
+    quiet_libraries()  # again, now that Lightning is imported
+
+    class TuneCLI(EmotionCLI):
+        help_subcommand = "tune"
+
+        def add_arguments_to_parser(self, parser) -> None:
+            super().add_arguments_to_parser(parser)
+            parser.add_class_arguments(TuneSettings, "tune")
+            # A trial keeps its best weights only (87 MiB for MiniLM), and a stopped one no last.ckpt: it is
+            # tried again from the start.
+            parser.set_defaults({"resume.keep_last_after_fit": False, "resume.save_on_sigterm": False})
+
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def after_instantiate_classes(self) -> None:
+            pass
+
+    cli = TuneCLI(
+        EmotionClassifier,
+        EmotionDataModule,
+        run=False,
+        args=args[1:],
+        started=time.monotonic(),
+        run_folders=HeldRunFolders(),
+        seed_everything_default=42,
+        parser_kwargs={"prog": "emotion-lightning tune", **PARSER_RULES},
+    )
+    settings = TuneSettings(**cli.config.tune.as_dict())
     settings.check()
-    return settings, rest
+    fit_config = cli.config.clone()
+    for key in ("tune", "config"):
+        fit_config.pop(key, None)
+    return settings, cli.parser.dump(fit_config, skip_check=True)
 
 
-def read_space(path: Path) -> dict[str, dict]:
+def read_space(name: str) -> dict[str, dict]:
     """The search space: fit setting -> {type, low, high, log, step} or {type: categorical, choices}, checked
     whole (every problem named, one line each) before any study storage is touched."""
+    path = Path(recipe_path(name))
     if not path.is_file():
         raise SettingError(f"search space {path} does not exist (--tune.space)")
     try:
@@ -126,15 +160,12 @@ def _problems(name: object, spec: object) -> list[str]:
     import lightning as L
 
     from emotion_lightning.data import EmotionDataModule
-    from emotion_lightning.lightning_cli import EmotionCLI
     from emotion_lightning.model import EmotionClassifier
 
     owners = {"model": EmotionClassifier, "data": EmotionDataModule, "trainer": L.Trainer}
     group, _, setting = str(name).partition(".")
     if group not in owners or setting not in inspect.signature(owners[group].__init__).parameters:
         return ["not a fit setting (model.*, data.* or trainer.*)"]
-    if setting in EmotionCLI.LINKED:
-        return ["set through the model's setting of the same name"]
     if not isinstance(spec, dict) or spec.get("type") not in KINDS:
         return [f"needs a type, one of {', '.join(KINDS)}"]
     kind = spec["type"]
@@ -286,47 +317,32 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-TUNE_HELP = """usage: emotion-lightning tune [-h] [-c CONFIG ...] [--FIT_SETTING VALUE ...] [--tune.SETTING VALUE ...]
-
-An Optuna study of `fit` runs on validation accuracy. The fit settings (configs and --SETTING VALUE, as for
-`emotion-lightning fit`) apply to every trial; the search space's values go on top.
-
-tune settings:
-  --tune.trials N          trials to finish (completed or pruned), counting those of earlier runs (default 20)
-  --tune.space FILE        the search space (default configs/tune.yaml)
-  --tune.storage URL       the study's database (default sqlite:///<output>/study.db; any SQL URL Optuna takes)
-  --tune.study_name NAME   the study (default emotion-lightning)
-  --tune.timeout SECONDS   stop starting trials after this long
-  --tune.output FOLDER     trials' run folders, best.yaml and the plots (default runs/tune)
-"""
-
-
 class TrialFailed(Exception):
     """A trial that could not finish (a diverging loss, a refused value, a full disk): marked FAIL with its
     reason, and the study goes on."""
 
 
-def main(argv: list[str]) -> None:
-    """``emotion-lightning tune [fit arguments] --tune.trials N ...``"""
-    if any(argument in ("-h", "--help") for argument in argv):
-        print(TUNE_HELP, end="")
-        return
-    settings, fit_arguments = split_arguments(argv)
-    space = read_space(settings.space)
+def main(args: list[str]) -> None:
+    """``emotion-lightning tune [fit settings] [--tune.SETTING VALUE ...]``"""
     try:
         import optuna
     except ImportError:
         raise TuneError("tune needs Optuna: pip install 'emotion-lightning[tune]' (or pip install optuna)") from None
+    settings, fit_config = parse(args)
+    space = read_space(settings.space)
     # Optuna's own lines about a failed trial carry its traceback; the tuner says each failure in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # The heartbeat (how a stopped tuner's trial is found) is marked experimental: nothing for the user to do.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from emotion_lightning.runs import write_new_file
+
     study = open_study(settings, space)
     try:
-        _optimize(optuna, study, space, settings, fit_arguments)
-        report(study, settings, fit_arguments)
+        fit_file = write_new_file(settings.output / study.study_name, "fit-config.yaml", fit_config.encode())
+        _optimize(optuna, study, space, settings, fit_file)
+        report(study, settings, fit_config)
     except TuneError:
         raise
     except SIGTERMException:
@@ -351,7 +367,7 @@ def _is_storage_error(optuna, error: BaseException) -> bool:
     )
 
 
-def _optimize(optuna, study, space: dict, settings: TuneSettings, fit_arguments: list[str]) -> None:
+def _optimize(optuna, study, space: dict, settings: TuneSettings, fit_file: Path) -> None:
     continue_study(study)
     trials_folder = settings.output / study.study_name
     started = time.monotonic()
@@ -368,13 +384,9 @@ def _optimize(optuna, study, space: dict, settings: TuneSettings, fit_arguments:
         )
         say(f"Trial {trial.number}: {shown}")
         overrides = [f"--{name}={value}" for name, value in values.items()]
-        # A trial keeps its best weights only (87 MiB for MiniLM), and a stopped one no last.ckpt: it starts again.
-        for setting in ("--resume.keep_last_after_fit", "--resume.save_on_sigterm"):
-            if not any(argument.startswith(setting) for argument in fit_arguments):
-                overrides.append(f"{setting}=false")
         try:
             cli = run(
-                ["fit", *fit_arguments, *overrides, "--trainer.default_root_dir", str(trials_folder)],
+                ["fit", "-c", str(fit_file), *overrides, "--trainer.default_root_dir", str(trials_folder)],
                 callbacks=[report_to(trial)],
             )
             trial.set_user_attr("run_folder", cli.trainer.default_root_dir)
@@ -410,13 +422,13 @@ def _optimize(optuna, study, space: dict, settings: TuneSettings, fit_arguments:
     )
     say(f"Study {study.study_name}: {time.monotonic() - started:.0f} s in this tuner")
     if len(failures) >= settings.max_failures:
-        report(study, settings, fit_arguments)
+        report(study, settings, fit_file.read_text())
         raise TuneError(
             f"{len(failures)} trials in a row failed (--tune.max_failures), the study stops; the last: {failures[-1]}"
         )
 
 
-def report(study, settings: TuneSettings, fit_arguments: list[str]) -> None:
+def report(study, settings: TuneSettings, fit_config: str) -> None:
     """The table of trials; in ``<output>/<study>/``, the best trial's preset as a YAML that composes and the
     plots, each a new file (an earlier one is kept: ``best-2.yaml``, ...)."""
     import optuna
@@ -447,13 +459,17 @@ def report(study, settings: TuneSettings, fit_arguments: list[str]) -> None:
         preset.setdefault(group, {})[setting] = value
     folder = settings.output / study.study_name
     # The settings that shaped the score but are not part of the recipe (quarter epochs, say): noted, not set.
-    measured_with = [argument for argument in fit_arguments if re.match(r"--trainer\.(limit_|max_steps)", argument)]
+    trainer = yaml.safe_load(fit_config).get("trainer", {})
+    limits = {name: value for name, value in trainer.items() if name.startswith("limit_") and value not in (None, 1.0)}
+    if trainer.get("max_steps", -1) not in (None, -1):
+        limits["max_steps"] = trainer["max_steps"]
+    measured_with = " ".join(f"--trainer.{name} {value}" for name, value in limits.items())
     header = (
         f"# The best trial of study {study.study_name} (trial {best.number}, val/acc {best.value:.4f}, "
         f"{len(completed)} trials completed"
-        + (f"; measured with {' '.join(measured_with)}" if measured_with else "")
+        + (f"; measured with {measured_with}" if measured_with else "")
         + "). Compose it after the configs it was tuned with:\n"
-        f"#   emotion-lightning fit -c configs/reference.yaml -c configs/offline.yaml -c {folder / 'best.yaml'}\n"
+        f"#   emotion-lightning fit -c reference -c offline -c {folder / 'best.yaml'}\n"
     )
     path = write_new_file(folder, "best.yaml", (header + yaml.safe_dump(preset, sort_keys=True)).encode())
     say(f"Best trial {best.number}: val/acc {best.value:.4f}; its settings: {path}")

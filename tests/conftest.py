@@ -35,6 +35,14 @@ def fixture_rows(count_per_label: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
+def read_split(path: Path, labels=LABELS) -> dict[str, list]:
+    """A split file's texts and label ids, read the way training reads it."""
+    from emotion_lightning.sources import iter_split_rows
+
+    texts, label_ids = zip(*iter_split_rows(path, labels), strict=True)
+    return {"text": list(texts), "label": list(label_ids)}
+
+
 def write_semicolon_file(path: Path, rows: list[tuple[str, str]]) -> Path:
     path.write_text("".join(f"{text};{label}\n" for text, label in rows))
     return path
@@ -206,7 +214,7 @@ def tiny_checkpoint(tiny_distilbert, data_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-checkpoint")
     L.seed_everything(0)
     model = EmotionClassifier(backbone=str(tiny_distilbert), learning_rate=1e-3)
-    data = EmotionDataModule(backbone=str(tiny_distilbert), data_dir=str(data_dir), batch_size=8)
+    data = EmotionDataModule(data_dir=str(data_dir), batch_size=8)
     trainer = L.Trainer(
         max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=folder
     )

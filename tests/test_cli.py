@@ -23,8 +23,9 @@ def test_fit_keeps_best_and_last_checkpoint_and_links_arguments(fit_args, tmp_pa
     callback = cli.trainer.checkpoint_callback
     assert callback.monitor == "val/acc" and callback.mode == "max"
     assert Path(callback.best_model_path) == checkpoint_dir / "best.ckpt"
-    # One value, given once, reaches both the model and the data.
-    assert cli.datamodule.backbone == str(tiny_distilbert)
+    # One owner: the data module encodes with the model's tokenizer, max_length and labels.
+    assert cli.datamodule.tokenizer is cli.model.tokenizer
+    assert cli.datamodule.max_length == cli.model.max_length
     assert cli.datamodule.labels == cli.model.labels == LABELS
     logged = cli.trainer.callback_metrics
     for key in ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro"):
@@ -60,7 +61,9 @@ def test_test_without_test_split_says_so(fit_args, tmp_path, data_dir):
         (no_test / name).write_text((data_dir / name).read_text())
     args = [*fit_args, "--data.data_dir", str(no_test)]
     run(["fit", *args, "--trainer.max_epochs", "1"])
-    with pytest.raises(FileNotFoundError, match="no test split"):
+    with pytest.raises(
+        FileNotFoundError, match=r"^test needs the test split: .* or give the file with --data.test_file"
+    ):
         run(["test", *args, "--ckpt_path", "best"])
 
 
@@ -301,7 +304,7 @@ def test_a_model_trained_at_a_short_max_length_is_encoded_alike_by_the_cli_and_t
         predictor = EmotionPredictor.from_checkpoint(best, device="cpu", precision="32-true")
         results = predictor(texts)
     assert not [str(w.message) for w in caught if "max_length" in str(w.message)]
-    assert cli.datamodule.usable_max_length == predictor.max_length == 16
+    assert cli.datamodule.max_length == predictor.max_length == 16
     assert [len(ids) for ids in cli.datamodule.splits["predict"].table["input_ids"]] == [5, 16]
     with (run_folder(tmp_path) / "predictions" / "texts.csv").open() as file:
         rows = list(csv.DictReader(file))

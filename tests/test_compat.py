@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from emotion_lightning import compat
@@ -21,25 +20,23 @@ def test_pytorch_still_answers_whether_the_cpu_computes_bf16():
     assert compat.cpu_supports_bf16() == answer
 
 
-@pytest.mark.parametrize("once", [True, False])
-def test_the_fused_adamw_step_still_divides_the_gradients_by_its_grad_scale(once):
-    def stepped(gradient_times: float, divide: bool) -> torch.Tensor:
+def test_the_fused_adamw_step_still_skips_itself_on_its_found_inf_flag():
+    def stepped(skip: bool | None) -> torch.Tensor:
         weight = torch.nn.Parameter(torch.ones(4))
-        # A large eps makes the step depend on the gradients' size (Adam's is otherwise nearly scale-free).
-        optimizer = torch.optim.AdamW([weight], lr=0.1, eps=1.0, fused=True)
-        optimizer.register_step_post_hook(compat.forget_gradient_divisor)
-        weight.grad = torch.tensor([1.0, -2.0, 3.0, -4.0]) * gradient_times
+        optimizer = torch.optim.AdamW([weight], lr=0.1, fused=True)
+        weight.grad = torch.tensor([1.0, -2.0, 3.0, -4.0])
         assert compat.step_divides_gradients(optimizer)
-        if divide:
-            compat.divide_gradients_in_step(optimizer, torch.tensor(gradient_times), once=once)
+        if skip is not None:
+            compat.skip_step_where(optimizer, torch.tensor(skip))
         optimizer.step()
-        assert hasattr(optimizer, "grad_scale") == (divide and not once)
+        compat.skip_step_where(optimizer, None)
+        assert not hasattr(optimizer, "found_inf")
         return weight.detach()
 
-    plain = stepped(1.0, divide=False)
-    assert not torch.allclose(stepped(4.0, divide=False), plain)
-    torch.testing.assert_close(stepped(4.0, divide=True), plain)
+    assert torch.equal(stepped(True), torch.ones(4))  # left as it was
+    assert torch.equal(stepped(False), stepped(None))
+    assert not torch.equal(stepped(False), torch.ones(4))
 
 
-def test_a_plain_optimizer_takes_no_gradient_divisor():
+def test_a_plain_optimizer_takes_no_step_verdict():
     assert not compat.step_divides_gradients(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1))

@@ -11,10 +11,16 @@ from emotion_lightning.sources import DataFileError
 from tests.conftest import fixture_rows, write_semicolon_file
 
 
-def make_datamodule(backbone, data_dir, tmp_path, **settings) -> EmotionDataModule:
-    return EmotionDataModule(
-        backbone=str(backbone), data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), **settings
-    )
+def like(backbone, data: EmotionDataModule, **model_settings) -> EmotionDataModule:
+    """``data`` encoding texts as a model of ``backbone`` does (the data module has no tokenizer of its own)."""
+    from emotion_lightning import EmotionClassifier
+
+    return data.encode_like(EmotionClassifier(backbone=str(backbone), **model_settings))
+
+
+def make_datamodule(backbone, data_dir, tmp_path, max_length: int = 512, **settings) -> EmotionDataModule:
+    data = EmotionDataModule(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), **settings)
+    return like(backbone, data, max_length=max_length)
 
 
 def test_batches_are_padded_to_the_first_padded_length_that_holds_their_longest(tiny_distilbert, data_dir, tmp_path):
@@ -81,7 +87,7 @@ def test_truncation_at_max_length(tiny_distilbert, data_dir, tmp_path):
 
 
 def test_predict_texts_from_python_keep_their_index(tiny_distilbert, tmp_path):
-    datamodule = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["i am glad", "so very sad today"])
+    datamodule = like(tiny_distilbert, EmotionDataModule(predict_texts=["i am glad", "so very sad today"]))
     datamodule.setup("predict")
     batch = next(iter(datamodule.predict_dataloader()))
     # Longest first; the index says where each text came from.
@@ -90,7 +96,7 @@ def test_predict_texts_from_python_keep_their_index(tiny_distilbert, tmp_path):
 
 
 def test_predict_texts_must_be_strings(tiny_distilbert):
-    datamodule = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["fine", 3])
+    datamodule = like(tiny_distilbert, EmotionDataModule(predict_texts=["fine", 3]))
     with pytest.raises(TypeError, match=r"1 are not: \[1\] int"):
         datamodule.setup("predict")
 
@@ -114,7 +120,7 @@ def test_hub_dataset_path(tiny_distilbert, tmp_path, monkeypatch):
         return datasets.DatasetDict({"train": split(1), "validation": split(2), "test": split(3)})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    datamodule = EmotionDataModule(backbone=str(tiny_distilbert), cache_dir=str(tmp_path))
+    datamodule = like(tiny_distilbert, EmotionDataModule(cache_dir=str(tmp_path)))
     datamodule.prepare_data()
     datamodule.setup("test")
     assert calls == [("dair-ai/emotion", "split")]
@@ -132,7 +138,7 @@ def test_predicting_reads_no_labelled_split(tiny_distilbert, tmp_path, monkeypat
         raise AssertionError("predict loaded a labelled dataset")
 
     monkeypatch.setattr(datasets, "load_dataset", no_hub)
-    data = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=["i am glad", "so sad"])
+    data = EmotionDataModule(predict_texts=["i am glad", "so sad"])  # encoded as the Trainer's model: asked
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     batches = trainer.predict(EmotionClassifier(backbone=str(tiny_distilbert)), data)
     assert sorted(i for batch in batches for i in batch["index"].tolist()) == [0, 1]
@@ -141,8 +147,8 @@ def test_predicting_reads_no_labelled_split(tiny_distilbert, tmp_path, monkeypat
 def test_long_texts_truncated_with_a_count_and_max_length_clamped(tiny_distilbert):
     """The tiny tokenizer's model accepts 64 tokens: max_length 512 is clamped, long texts counted."""
     long_text = " ".join(["happy"] * 200)
-    data = EmotionDataModule(backbone=str(tiny_distilbert), predict_texts=[long_text, "sad", long_text])
     with pytest.warns(UserWarning) as warnings:
+        data = like(tiny_distilbert, EmotionDataModule(predict_texts=[long_text, "sad", long_text]))
         data.setup("predict")
     messages = " | ".join(str(warning.message) for warning in warnings)
     assert "max_length=512 is more than" in messages

@@ -80,8 +80,9 @@ def test_data_dir_without_split_files_lists_what_was_expected_and_found(fit_args
     (folder / "training.txt").write_text("i am happy;joy\n")
     (folder / "dev.txt").write_text("i am sad;sadness\n")
     message = exit_message(["fit", *fit_args, "--data.data_dir", str(folder)])
-    assert "lacks the train and validation split: expected train.*, validation.*" in message
-    assert "found dev.txt, training.txt" in message
+    assert "fit needs the train and validation split: " in message
+    assert "(expected train.*, validation.*" in message and "found dev.txt, training.txt" in message
+    assert "--data.train_file or --data.validation_file" in message
 
 
 def test_missing_data_dir_is_named(fit_args, tmp_path):

@@ -16,7 +16,7 @@ TEXTS = ["i am glad", "so very very sad and lonely today", "scared", "i feel ang
 @pytest.fixture(scope="module")
 def exported(tiny_checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("exported")
-    main(["export", str(tiny_checkpoint), str(folder), "--onnx"])
+    main(["export", str(tiny_checkpoint), str(folder), "--onnx", "true"])
     return folder
 
 
@@ -81,7 +81,7 @@ def test_onnx_without_the_extra_says_which_to_install_and_writes_nothing(tiny_ch
         importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a)
     )
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(tiny_checkpoint), str(tmp_path / "out"), "--onnx"])
+        main(["export", str(tiny_checkpoint), str(tmp_path / "out"), "--onnx", "true"])
     assert exit_info.value.code.startswith("emotion-lightning: error: --onnx needs the onnx package: pip install")
     assert list(tmp_path.iterdir()) == []
 

@@ -97,7 +97,7 @@ def test_predict_from_python_keeps_texts_with_line_breaks(trained, tmp_path):
     folder, _ = trained
     model = EmotionClassifier.load_from_checkpoint(folder / "checkpoints" / "best.ckpt", map_location="cpu")
     texts = ["two\nlines", "carriage\r\nreturn", "plain"]
-    data = EmotionDataModule(backbone=model.hparams.backbone, predict_texts=texts)
+    data = EmotionDataModule(predict_texts=texts)
     output = tmp_path / "python.csv"
     trainer = L.Trainer(callbacks=[PredictionWriter(str(output))], logger=False, enable_progress_bar=False)
     trainer.predict(model, datamodule=data, return_predictions=False)

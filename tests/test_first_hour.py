@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from emotion_lightning.checkpoints import read_checkpoint, recorded_score
 from emotion_lightning.cli import main
 from emotion_lightning.runs import run_folders
 from tests.conftest import run_folder
@@ -63,7 +64,7 @@ def test_export_says_what_it_wrote_and_others_can_read_it(tiny_checkpoint, tmp_p
     folder = tmp_path / "exported"
     mask = os.umask(0o022)  # the new process's, as a shell gives it
     try:
-        done = cli_subprocess("export", str(tiny_checkpoint), str(folder), "--onnx")
+        done = cli_subprocess("export", str(tiny_checkpoint), str(folder), "--onnx", "true")
     finally:
         os.umask(mask)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -98,7 +99,16 @@ def test_an_unreachable_hub_fails_at_once_and_leaves_no_run_folder(fit_args, tmp
     assert str(exit_info.value.code).startswith(
         "emotion-lightning: error: Could not load backbone 'nobody/no-such-model'"
     )
+    assert "the stand-in recipe, which needs no network: emotion-lightning fit -c reference -c offline" in str(
+        exit_info.value.code
+    )
     assert run_folders(tmp_path) == []
+    new_root = tmp_path / "new-root"
+    with pytest.raises(SystemExit):
+        main(
+            ["fit", *fit_args, "--model.backbone", "nobody/no-such-model", "--trainer.default_root_dir", str(new_root)]
+        )
+    assert not new_root.exists()  # the folder it made for its runs is gone again too
 
 
 def test_print_config_at_the_top_level_says_where_it_goes(capsys):
@@ -106,39 +116,38 @@ def test_print_config_at_the_top_level_says_where_it_goes(capsys):
         main(["--print_config"])
     assert exit_info.value.code == (
         "emotion-lightning: error: --print_config goes after a subcommand, "
-        "for example: emotion-lightning fit -c configs/reference.yaml --print_config"
+        "for example: emotion-lightning fit -c reference --print_config"
     )
 
 
 def test_subcommand_help_answers_without_importing_torch_and_lists_the_package_settings():
     # What makes `fit --help` answer at once: nothing heavy is imported for it (timings are for benchmarks).
     code = (
-        "import sys; from emotion_lightning.cli import main\n"
-        "for command in ('fit', 'validate', 'test', 'predict', 'export', 'tune'):\n"
-        "    try:\n"
-        "        main([command, '--help'])\n"
-        "    except SystemExit:\n"
-        "        pass\n"
+        "import sys; from emotion_lightning.cli import SUBCOMMANDS, main\n"
+        "for command in SUBCOMMANDS:\n"
+        "    main([command, '--help'])\n"
         "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, sorted(sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    fit_help = done.stdout.split("usage: emotion-lightning validate")[0]
+    fit_help = done.stdout.split("usage: emotion-lightning validate")[0].split("The Trainer's settings")[0]
     described = [line.split()[0] for line in fit_help.splitlines() if line.startswith("  --")]
     assert "--model.learning_rate" in described and "--data.data_dir" in described and "--ckpt_path" in described
     assert not any(option.startswith("--trainer.") for option in described)
-    assert "--help-all" in fit_help and "usage: emotion-lightning tune" in done.stdout
+    # Nothing that would turn off the checkpoint trust: no weights_only, no checkpoint from a model registry.
+    assert "--weights_only" not in described and "registry" not in fit_help.split("The Trainer's settings")[0]
+    assert max(len(line) for line in fit_help.splitlines()) < 160 and len(fit_help.splitlines()) < 80
+    for usage in ("export", "serve", "tune"):
+        assert f"usage: emotion-lightning {usage}" in done.stdout
 
 
-@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict", "export", "serve", "tune"])
 def test_the_shipped_help_is_the_parsers(subcommand):
-    from emotion_lightning.cli import HELP_FOLDER, full_help, settings_help
+    from emotion_lightning.settings import HELP_FOLDER
+    from tests.help_texts import shipped_help
 
     shipped = (HELP_FOLDER / f"{subcommand}.txt").read_text()
-    assert shipped == settings_help(full_help(subcommand), subcommand), (
-        f"{HELP_FOLDER / subcommand}.txt is stale: python -c "
-        '"from emotion_lightning.cli import write_settings_help; write_settings_help()"'
-    )
+    assert shipped == shipped_help(subcommand), f"{HELP_FOLDER / subcommand}.txt is stale: python -m tests.help_texts"
 
 
 def test_help_all_lists_the_trainer_settings_too(capsys):
@@ -201,3 +210,116 @@ def test_the_readme_is_a_product_page():
     # Targets and history belong to the issues, not to the product page.
     for lab_note in ("× asked for", "x asked for", "this round", "session", "where this was written"):
         assert lab_note not in readme, lab_note
+
+
+# -- round 3: best means the best, any labelled file, one-line mistakes, model cards, runs, curves ------------------
+
+
+def fake_run(root: Path, number: int, checkpoint: Path, val_acc: float) -> Path:
+    """A run folder as fit leaves it: its best checkpoint, and a metrics.csv with its val/acc."""
+    folder = root / f"version_{number}"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best.ckpt").write_bytes(checkpoint.read_bytes())
+    (folder / "metrics.csv").write_text(f"epoch,step,val/acc\n0,5,{val_acc / 2}\n1,10,{val_acc}\n")
+    return folder
+
+
+def test_best_is_the_checkpoint_with_the_best_val_acc_and_every_load_says_which(
+    tiny_checkpoint, fit_args, tmp_path, capsys
+):
+    best = fake_run(tmp_path, 0, tiny_checkpoint, 0.9)
+    fake_run(tmp_path, 1, tiny_checkpoint, 0.25)  # newer, worse
+    texts = tmp_path / "texts.txt"
+    texts.write_text("i am glad\n")
+    main(["predict", *fit_args, "--ckpt_path", "best", "--data.predict_file", str(texts)])
+    printed = capsys.readouterr().err
+    # Picked by the runs' logged val/acc; said with the score the checkpoint itself recorded.
+    recorded = recorded_score(read_checkpoint(tiny_checkpoint))
+    assert f"Checkpoint {best / 'checkpoints' / 'best.ckpt'} (run version_0, val/acc {recorded:.4f})" in printed
+    assert (best / "predictions" / "texts.csv").is_file()
+    main(["runs", str(tmp_path)])
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split() == ["run", "val/acc", "epochs", "checkpoints"]
+    first = next(line for line in listing if "version_0" in line)
+    assert "0.9000" in first and first.endswith("<- --ckpt_path best") and " 2 " in first
+
+
+@pytest.mark.parametrize("given", ["folder", "file"])
+def test_a_checkpoint_is_evaluated_on_any_labelled_file(given, tiny_checkpoint, fit_args, data_dir, tmp_path, capsys):
+    only = tmp_path / "only-validation"
+    only.mkdir()
+    (only / "validation.txt").write_text((data_dir / "validation.txt").read_text())
+    source = (
+        ["--data.data_dir", str(only)]
+        if given == "folder"
+        else ["--data.validation_file", str(only / "validation.txt")]
+    )
+    main(["validate", *fit_args, *source, "--ckpt_path", str(tiny_checkpoint)])
+    assert "val/acc " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", *fit_args, "--data.data_dir", str(only), "--ckpt_path", str(tiny_checkpoint)])
+    assert str(exit_info.value.code).startswith(f"emotion-lightning: error: test needs the test split: {only} has none")
+
+
+def test_validating_twice_keeps_both_reports(tiny_checkpoint, fit_args, tmp_path):
+    folder = fake_run(tmp_path, 0, tiny_checkpoint, 0.5)
+    for _ in range(2):
+        main(["validate", *fit_args, "--ckpt_path", str(folder / "checkpoints" / "best.ckpt")])
+    names = sorted(path.name for path in (folder / "reports").iterdir())
+    assert "val_report.csv" in names and "val_report-2.csv" in names and "val_confusion_matrix-2.png" in names
+
+
+def test_predict_takes_texts_on_the_command_line_and_prints_them(tiny_checkpoint, fit_args, tmp_path, capsys):
+    main(["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--text", "i am glad", "--text", "so sad"])
+    printed = capsys.readouterr().err
+    lines = [line.split() for line in printed.splitlines() if line.endswith(("i am glad", "so sad"))]
+    assert [" ".join(line[2:]) for line in lines] == ["i am glad", "so sad"]  # label, score, text; in order
+    assert all(line[0] in ("sadness", "joy", "love", "anger", "fear", "surprise") for line in lines)
+
+
+def test_a_fit_draws_its_curves(fit_args, tmp_path, capsys):
+    main(["fit", *fit_args, "--trainer.logger", "true", "--trainer.log_every_n_steps", "1"])
+    folder = run_folder(tmp_path)
+    assert (folder / "curves.png").stat().st_size > 10_000
+    assert f"  curves: {folder / 'curves.png'}" in capsys.readouterr().err
+
+
+def test_export_writes_a_model_card_the_hub_reads(tiny_checkpoint, tmp_path):
+    import json
+
+    from huggingface_hub import ModelCard
+
+    folder = fake_run(tmp_path, 0, tiny_checkpoint, 0.75)
+    main(["export", str(folder / "checkpoints" / "best.ckpt"), str(tmp_path / "exported")])
+    card = ModelCard.load(tmp_path / "exported" / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+    assert card.data.labels == ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    (result,) = card.data.eval_results
+    assert result.metric_type == "accuracy"
+    assert result.metric_value == round(recorded_score(read_checkpoint(tiny_checkpoint)), 4)
+    assert "from transformers import pipeline" in card.text
+    tokenizer_config = json.loads((tmp_path / "exported" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == 64  # the model's (the tiny backbone takes 64 tokens)
+
+
+def test_a_mistyped_setting_is_one_line_before_anything_heavy_is_imported(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  learnig_rate: 0.01\ntrainer:\n  max_epochs: 1\n  logger:\n    class_path: x\n")
+    code = (
+        "import sys; from emotion_lightning.cli import main\n"
+        "mistakes = (['fit', '--model.learnig_rate', '1'], ['fit', '-c', sys.argv[1]], ['tune', '--tune.trial', '1'])\n"
+        "for args in mistakes:\n"
+        "    try:\n        main(args)\n    except SystemExit as exit:\n        print(exit.code)\n"
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(
+        "emotion-lightning: error: unknown setting --model.learnig_rate (did you mean --model.learning_rate?)"
+    )
+    assert lines[1].startswith(
+        "emotion-lightning: error: unknown setting --model.learnig_rate (did you mean --model.learning_rate?) in a "
+        "config file"
+    )
+    assert lines[2].startswith("emotion-lightning: error: unknown setting --tune.trial (did you mean --tune.trials?)")

@@ -19,7 +19,7 @@ def trained(tiny_bert, data_dir, tmp_path):
     backbone = tmp_path / "backbone-gone-after-training"
     shutil.copytree(tiny_bert, backbone)
     model = EmotionClassifier(backbone=str(backbone))
-    datamodule = EmotionDataModule(backbone=str(backbone), data_dir=str(data_dir), batch_size=8)
+    datamodule = EmotionDataModule(data_dir=str(data_dir), batch_size=8)
     trainer = L.Trainer(
         max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
     )
@@ -104,7 +104,7 @@ def test_frozen_word_embeddings_stay_as_pretrained(tiny_bert, data_dir, tmp_path
     model = EmotionClassifier(backbone=str(tiny_bert), freeze_word_embeddings=True, learning_rate=1e-2)
     before = model.model.get_input_embeddings().weight.detach().clone()
     other = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    data = EmotionDataModule(backbone=str(tiny_bert), data_dir=str(data_dir), batch_size=8)
+    data = EmotionDataModule(data_dir=str(data_dir), batch_size=8)
     trainer = L.Trainer(
         max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
     )
@@ -116,7 +116,7 @@ def test_frozen_word_embeddings_stay_as_pretrained(tiny_bert, data_dir, tmp_path
 @pytest.mark.slow
 def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(tiny_bert, data_dir, tmp_path):
     model = EmotionClassifier(backbone=str(tiny_bert), compile=True)
-    data = EmotionDataModule(backbone=str(tiny_bert), data_dir=str(data_dir), batch_size=8)
+    data = EmotionDataModule(data_dir=str(data_dir), batch_size=8)
     trainer = L.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
     )

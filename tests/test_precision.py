@@ -53,7 +53,7 @@ class StepRecorder(L.Callback):
 def train_tiny(backbone, data_dir, tmp_path, steps: int, clip: float, accelerator: str = "cpu", **trainer_settings):
     L.seed_everything(0)
     model = EmotionClassifier(backbone=str(backbone), learning_rate=1e-3)
-    data = EmotionDataModule(backbone=str(backbone), data_dir=str(data_dir), batch_size=8)
+    data = EmotionDataModule(data_dir=str(data_dir), batch_size=8)
     recorder = StepRecorder()
     trainer = L.Trainer(
         max_steps=steps,

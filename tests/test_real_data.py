@@ -62,15 +62,15 @@ def test_short_real_run_learns_and_predicts(short_run, tmp_path):
 @pytest.mark.slow
 def test_bf16_prediction_agrees_with_fp32(short_run, real_data):
     """EmotionPredictor's default on a CPU with native bf16 (bf16 autocast) against fp32, 2,000 texts."""
-    from emotion_lightning import LABELS, EmotionPredictor
+    from emotion_lightning import EmotionPredictor
     from emotion_lightning.model import REDO_IN_FP32_BELOW
     from emotion_lightning.precision import cpu_supports_bf16
-    from emotion_lightning.sources import read_split_file
+    from tests.conftest import read_split
 
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): the package predicts in fp32 here")
     best = short_run[2] / "checkpoints" / "best.ckpt"
-    texts = read_split_file(real_data / "validation.txt", LABELS)["text"]
+    texts = read_split(real_data / "validation.txt")["text"]
     in_fp32 = EmotionPredictor.from_checkpoint(best, device="cpu", precision="32-true").predict_probabilities(texts)
     predictor = EmotionPredictor.from_checkpoint(best, device="cpu")
     assert predictor.precision == "auto"

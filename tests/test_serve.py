@@ -640,7 +640,16 @@ def chromium_driver():
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,700"):
         options.add_argument(flag)
     options.add_argument("--disable-background-networking")
+    # No name but this machine's resolves: a page that needed the network (a CDN's script) would show nothing.
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page made
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def requested(browser) -> list[str]:
+    """The URLs the pages asked for, from Chromium's network log."""
+    messages = (json.loads(entry["message"])["message"] for entry in browser.get_log("performance"))
+    return [m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"]
 
 
 def test_the_page_classifies_a_sentence_in_a_browser(server, tmp_path):
@@ -650,6 +659,9 @@ def test_the_page_classifies_a_sentence_in_a_browser(server, tmp_path):
     browser = chromium_driver()
     try:
         browser.get(server.url + "/")
+        browser.find_element(By.ID, "submit").click()  # an empty box: said on the page, not sent
+        WebDriverWait(browser, 10).until(lambda page: page.find_element(By.ID, "error").text.strip())
+        assert browser.find_element(By.ID, "error").text == "Type a text first."
         browser.find_element(By.ID, "text").send_keys("i am so happy and glad today")
         browser.find_element(By.ID, "submit").click()
         WebDriverWait(browser, 30).until(lambda page: page.find_element(By.ID, "label").text.strip())
@@ -677,6 +689,8 @@ def test_the_api_docs_page_shows_the_operations_in_a_browser(server):
         browser.get(server.url + "/docs")
         WebDriverWait(browser, 30).until(lambda page: page.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
         paths = [element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+        urls = requested(browser)
     finally:
         browser.quit()
     assert "/predict" in paths and "/health" in paths
+    assert urls and all(url.startswith((server.url, "data:")) for url in urls), urls  # nothing left the machine

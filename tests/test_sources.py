@@ -6,25 +6,20 @@ import json
 
 import pytest
 
-from emotion_lightning.data import LABELS
-from emotion_lightning.sources import (
-    DataFileError,
-    find_split_files,
-    read_predict_file,
-    read_split_file,
-)
+from emotion_lightning.sources import DataFileError, find_split_files, read_predict_file
+from tests.conftest import read_split
 
 
 def test_semicolon_lines_split_on_the_last_semicolon(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("i feel sad; very sad;sadness\nwhat a day;surprise\n")
-    assert read_split_file(path, LABELS) == {"text": ["i feel sad; very sad", "what a day"], "label": [0, 5]}
+    assert read_split(path) == {"text": ["i feel sad; very sad", "what a day"], "label": [0, 5]}
 
 
 def test_bom_and_crlf_are_not_part_of_text_or_label(tmp_path):
     path = tmp_path / "train.txt"
     path.write_bytes("\ufeffi am glad;joy\r\ni am scared;fear\r\n".encode())
-    assert read_split_file(path, LABELS) == {"text": ["i am glad", "i am scared"], "label": [1, 4]}
+    assert read_split(path) == {"text": ["i am glad", "i am scared"], "label": [1, 4]}
 
 
 def test_csv_jsonl_and_parquet_take_words_or_ids(tmp_path):
@@ -44,7 +39,7 @@ def test_csv_jsonl_and_parquet_take_words_or_ids(tmp_path):
     parquet_path = tmp_path / "train.parquet"
     pq.write_table(pa.table({"text": expected["text"], "label": ["joy", "anger"]}), parquet_path)
     for path in (csv_path, jsonl_path, parquet_path):
-        assert read_split_file(path, LABELS) == expected, path.name
+        assert read_split(path) == expected, path.name
 
 
 @pytest.mark.parametrize(
@@ -61,7 +56,7 @@ def test_bad_training_rows_name_file_and_line(tmp_path, content, line, problem):
     path = tmp_path / "train.txt"
     path.write_text(content)
     with pytest.raises(DataFileError, match=problem) as error:
-        read_split_file(path, LABELS)
+        read_split(path)
     assert error.value.line == line
     assert str(error.value).startswith(f"{path}, line {line}:")
 
@@ -70,14 +65,14 @@ def test_bad_csv_row_names_its_line(tmp_path):
     path = tmp_path / "validation.csv"
     path.write_text("text,label\nfine,joy\nnot fine,happyish\n")
     with pytest.raises(DataFileError, match=r"line 3: unknown label"):
-        read_split_file(path, LABELS)
+        read_split(path)
 
 
 def test_bytes_that_are_not_utf8_name_their_line(tmp_path):
     path = tmp_path / "train.txt"
     path.write_bytes(b"fine;joy\nalso fine;joy\nbroken \xff;anger\n")
     with pytest.raises(DataFileError, match="line 3: bytes that are not UTF-8"):
-        read_split_file(path, LABELS)
+        read_split(path)
 
 
 def test_split_files_found_by_name_with_val_accepted(tmp_path):
@@ -87,19 +82,22 @@ def test_split_files_found_by_name_with_val_accepted(tmp_path):
     assert found == {"train": tmp_path / "train.txt", "validation": tmp_path / "val.csv"}
 
 
-def test_missing_split_lists_what_was_expected_and_found(tmp_path):
+def test_missing_split_says_what_the_command_needs_and_what_was_found(tmp_path):
+    from emotion_lightning.sources import missing_splits
+
     (tmp_path / "train.txt").write_text("x")
     (tmp_path / "notes.md").write_text("x")
-    with pytest.raises(
-        FileNotFoundError, match=r"lacks the validation split: expected validation\.\*.*found notes\.md, train\.txt"
-    ):
-        find_split_files(tmp_path)
+    assert find_split_files(tmp_path) == {"train": tmp_path / "train.txt"}
+    assert str(missing_splits(tmp_path, ["validation"], "fit")) == (
+        f"fit needs the validation split: {tmp_path} has none (expected validation.*, formats .txt, .csv, .jsonl, "
+        ".json, .parquet; val.* also accepted; found notes.md, train.txt); or give the file with --data.validation_file"
+    )
 
 
-def test_predict_file_skips_blank_lines_and_keeps_line_numbers(tmp_path):
+def test_predict_file_skips_blank_lines(tmp_path):
     path = tmp_path / "texts.txt"
-    path.write_bytes(b"\xef\xbb\xbffirst\r\n\r\n   \r\nsecond; with semicolon\r\n")
-    assert read_predict_file(path) == (["first", "second; with semicolon"], [1, 4])
+    path.write_bytes("\ufefffirst\r\n\r\n   \r\n\u200b\r\nsecond; with semicolon\r\n".encode())
+    assert read_predict_file(path) == ["first", "second; with semicolon"]
 
 
 def test_empty_predict_file_is_a_clear_error(tmp_path):

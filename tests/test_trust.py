@@ -22,7 +22,7 @@ from emotion_lightning import EmotionClassifier, EmotionPredictor
 from emotion_lightning.checkpoints import CheckpointError
 from emotion_lightning.cli import main, run
 from emotion_lightning.predictor import ExportedModelError
-from emotion_lightning.runs import lock_run_folder, release_run_folders, run_folders
+from emotion_lightning.runs import HeldRunFolders, run_folders
 from emotion_lightning.sources import DataFileError, iter_split_rows
 from emotion_lightning.tokenization import Encoder
 from tests.conftest import fixture_rows, write_semicolon_file
@@ -159,11 +159,12 @@ def test_resuming_a_run_that_another_fit_still_trains_is_refused(trained, tmp_pa
     folder, args = trained
     last = folder / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    assert lock_run_folder(folder)  # as the running fit holds it
+    running = HeldRunFolders()
+    assert running.lock(folder)  # as the running fit holds it
     try:
         message = error_of(["fit", *args, "--ckpt_path", "last"])
     finally:
-        release_run_folders()
+        running.release(failed=False)
     assert message.startswith(f"--ckpt_path {last}: its run {folder} is still being trained by another fit")
     assert last.read_bytes() == before
 

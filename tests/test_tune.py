@@ -230,7 +230,7 @@ def test_a_second_study_writes_beside_the_first(tiny_distilbert, data_dir, tmp_p
         (["--tune.study_name", "../../escape"], "--tune.study_name must be a name"),
         (["--tune.study_name", "a/b"], "--tune.study_name must be a name"),
         (["--tune.timeout", "-5"], "--tune.timeout must be a number of seconds more than 0, got -5.0"),
-        (["--tune.timeout", "nan"], "--tune.timeout must be a number of seconds more than 0, got nan"),
+        (["--tune.timeout", ".nan"], "--tune.timeout must be a number of seconds more than 0, got nan"),
         (["--tune.trials", "0"], "--tune.trials must be an integer of at least 1, got 0"),
         (["--tune.storage", "sqlite:///:memory:"], "keeps the study in memory: it could not be continued or shared"),
         (["--tune.storage", "sqlite://"], "keeps the study in memory"),

@@ -35,6 +35,7 @@ class NonFiniteLossGuard(Callback):
         self._first_bad: torch.Tensor | None = None  # position in the window of the first bad loss, or -1
         self._first_value: torch.Tensor | None = None
         self._step_bad: torch.Tensor | None = None
+        self._skipping = None  # the optimizer whose next step was handed the verdict
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._window, self._first_bad, self._first_value = [], None, None
@@ -57,6 +58,12 @@ class NonFiniteLossGuard(Callback):
         # A GradScaler (16-mixed) skips the step itself: a bad loss makes the gradients inf or NaN.
         if self._step_bad is not None and getattr(trainer.precision_plugin, "scaler", None) is None:
             skip_step_where(optimizer, self._step_bad)
+            self._skipping = optimizer
+
+    def on_before_zero_grad(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if self._skipping is not None:  # the verdict was for the step just taken
+            skip_step_where(self._skipping, None)
+            self._skipping = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % trainer.log_every_n_steps == 0:

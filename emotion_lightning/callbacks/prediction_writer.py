@@ -8,6 +8,7 @@ SIGTERM keeps its part; the same command run again predicts only the texts that 
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import json
@@ -55,6 +56,28 @@ def check_output_file(path: Path, reads: Iterable[str | Path | None] = ()) -> No
         raise PredictionOutputError(f"cannot write predictions to {path}: {error.strerror or error}") from None
 
 
+def output_path(output_file: str | None, root: str | Path, predict_file: str | Path | None = None) -> Path:
+    """``output_file``, else ``<root>/predictions/<predict file's name>.csv``, numbered (``-2``, ``-3``...)
+    where an earlier prediction already finished there: a default output never replaces another."""
+    if output_file:
+        return Path(output_file)
+    stem = Path(predict_file).stem if predict_file else "predictions"
+    folder, number = Path(root) / PREDICTIONS_FOLDER, 1
+    while (candidate := folder / (f"{stem}.csv" if number == 1 else f"{stem}-{number}.csv")).exists():
+        number += 1
+    return candidate
+
+
+def _shown(rows: dict[int, list], at_most: int = 20) -> str:
+    """A few predictions, one line each (label, score, text); for more, how many of each label."""
+    if len(rows) <= at_most:
+        lines = (f"{label:<9} {max(probabilities):.3f}  {text}" for text, label, *probabilities in rows.values())
+    else:
+        counts = collections.Counter(label for _, label, *_ in rows.values())
+        lines = (f"{label:<9} {count}" for label, count in counts.most_common())
+    return "".join(f"\n  {line}" for line in lines)
+
+
 def _job_fingerprint(texts: list[str], model: L.LightningModule, max_length: int | None) -> str:
     """What a part file's rows depend on: the texts, where they are cut, and the model's weights."""
     digest = hashlib.sha256(f"max_length={max_length}\0".encode())
@@ -95,8 +118,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` results to ``output_file`` (CSV: text, label, score, one column per class).
 
     Args:
-        output_file: where the CSV goes; default ``predictions/<predict file's name>.csv`` in the
-            trainer's ``default_root_dir`` (the run folder of the checkpoint), never replacing an earlier one.
+        output_file: where the CSV goes (default: predictions/<predict file's name>.csv in the checkpoint's run
+            folder). It never replaces an earlier one.
     """
 
     def __init__(self, output_file: str | None = None):
@@ -108,17 +131,6 @@ class PredictionWriter(BasePredictionWriter):
         self._fingerprint: str | None = None
         self._earlier_rows: dict[int, list] = {}
 
-    def output_path(self, root: str | Path, predict_file: str | Path | None = None) -> Path:
-        """``output_file``, else ``<root>/predictions/<predict file's name>.csv``, numbered (``-2``, ``-3``...)
-        where an earlier prediction already finished there: a default output never replaces another."""
-        if self.output_file:
-            return Path(self.output_file)
-        stem = Path(predict_file).stem if predict_file else "predictions"
-        folder, number = Path(root) / PREDICTIONS_FOLDER, 1
-        while (candidate := folder / (f"{stem}.csv" if number == 1 else f"{stem}-{number}.csv")).exists():
-            number += 1
-        return candidate
-
     def _stopped_parts(self, output: Path) -> list[Path]:
         """Part files of earlier runs into ``output`` whose process is gone (stopped or killed)."""
         return [path for path in sorted(output.parent.glob(f"{output.name}.*.part*")) if not _writer_alive(path)]
@@ -126,22 +138,20 @@ class PredictionWriter(BasePredictionWriter):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        output = self.output_path(trainer.default_root_dir, getattr(trainer.datamodule, "predict_file", None))
-        check_output_file(output)
+        predict_file = getattr(trainer.datamodule, "predict_file", None)
+        self._output = output_path(self.output_file, trainer.default_root_dir, predict_file)
+        check_output_file(self._output)
         # One name for this run's parts on every process: runs into the same output never share a part.
         self._run_name = trainer.strategy.broadcast(f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self._part_path = self._part_of_rank(output, trainer.global_rank)
-        self._output = output
+        self._part_path = self._part_of_rank(self._output, trainer.global_rank)
         self._fingerprint = None
         self._earlier_rows = {}
-        if callable(skip := getattr(trainer.datamodule, "skip_predicting", None)):
-            # Asked when the predict loader is built: by then the checkpoint's weights are loaded.
-            skip(lambda: self._continue_stopped_runs(trainer, pl_module))
 
-    def _continue_stopped_runs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> set[int]:
-        """The input positions that stopped runs of this same job (texts and weights) already predicted."""
+    def predicted_before(self, trainer: L.Trainer) -> set[int]:
+        """The input positions that stopped runs of this same job (texts, ``max_length`` and weights) already
+        predicted; the data module asks when it builds the predict loader, once the weights are loaded."""
         texts = trainer.datamodule.predict_texts_in_order()
-        self._fingerprint = _job_fingerprint(texts, pl_module, getattr(trainer.datamodule, "max_length", None))
+        self._fingerprint = _job_fingerprint(texts, trainer.lightning_module, trainer.datamodule.max_length)
         self._earlier_rows = self._rows_of_stopped_runs(self._output)
         if self._earlier_rows:
             say(f"Continuing a stopped prediction: {len(self._earlier_rows)} of {len(texts)} texts are done")
@@ -226,4 +236,4 @@ class PredictionWriter(BasePredictionWriter):
         for path in finished:
             path.unlink(missing_ok=True)
         continued = f" ({len(predicted_now)} predicted by this run)" if self._earlier_rows else ""
-        say(f"Wrote {len(rows)} predictions to {output}{continued}")
+        say(f"Wrote {len(rows)} predictions to {output}{continued}" + _shown(rows))

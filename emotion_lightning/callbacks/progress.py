@@ -36,6 +36,7 @@ class LineProgress(ProgressBar):
         self.every_n_steps = every_n_steps
         self._enabled = True
         self._last = (0.0, 0)  # time and global step of the last line
+        self._trained = (0.0, 0)  # seconds spent training (validation left out) and steps taken since the start
 
     def disable(self) -> None:
         self._enabled = False
@@ -51,7 +52,9 @@ class LineProgress(ProgressBar):
         if not self._enabled or trainer.global_step % every:
             return
         now, step = time.monotonic(), trainer.global_step
-        rate = (step - self._last[1]) / max(now - self._last[0], 1e-9)
+        # The rate over the whole run so far: one slow stretch (a busy machine) does not swing the time left.
+        self._trained = (self._trained[0] + now - self._last[0], self._trained[1] + step - self._last[1])
+        rate = self._trained[1] / max(self._trained[0], 1e-9)
         self._last = (now, step)
         total = trainer.estimated_stepping_batches
         left = duration((total - step) / rate) if rate > 0 and math.isfinite(total) else "?"
@@ -88,17 +91,16 @@ class BarWithLoss(RichProgressBar):
         super().on_train_start(trainer, pl_module)
         self._started = (time.monotonic(), trainer.global_step)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        # Epochs counted from 1, as the log lines and the fit summary count them (Lightning's bar counts from 0).
-        if self.progress is not None and self.train_progress_bar_id is not None:
-            epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-            description = f"Epoch {trainer.current_epoch + 1}{epochs}"
-            self.progress.update(self.train_progress_bar_id, description=description)
+    def _get_train_description(self, current_epoch: int) -> str:
+        # Epochs counted from 1, as the log lines and the fit summary count them (Lightning's bar counts from 0,
+        # and shows "Epoch 0/0" for a one-epoch run). A private method of the bar: tests/test_compat.py checks it.
+        epochs = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs and self.trainer.max_epochs > 0 else ""
+        return f"Epoch {current_epoch + 1}{epochs}"
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         step = trainer.global_step
-        if step and step % trainer.log_every_n_steps == 0 and (loss := trainer.callback_metrics.get("train/loss")):
+        due = step and (step % trainer.log_every_n_steps == 0 or not self._shown)  # and from the first step on
+        if due and (loss := trainer.callback_metrics.get("train/loss")) is not None:
             rate = (step - self._started[1]) / max(time.monotonic() - self._started[0], 1e-9)
             total = trainer.estimated_stepping_batches
             left = duration((total - step) / rate) if rate > 0 and math.isfinite(total) else "?"
@@ -116,6 +118,13 @@ class RunSummary(Callback):
 
     def __init__(self, started: float = COMMAND_STARTED):
         self._started = started
+        self._before = 0.0  # seconds the run took before it was stopped and resumed here
+
+    def state_dict(self) -> dict:  # kept in last.ckpt: a resumed run's summary counts the whole run
+        return {"seconds": self._before + time.monotonic() - self._started}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._before = float(state_dict.get("seconds", 0.0))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step:
@@ -130,12 +139,18 @@ class RunSummary(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = Path(trainer.default_root_dir)
         size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
-        lines = [f"Fit finished in {duration(time.monotonic() - self._started)}; run folder {folder} ({size:.1f} MiB)"]
+        here = time.monotonic() - self._started
+        took = (
+            f"{duration(self._before + here)} ({duration(here)} since it resumed)" if self._before else duration(here)
+        )
+        lines = [f"Fit finished in {took}; run folder {folder} ({size:.1f} MiB)"]
         best = model_checkpoint(trainer)
         if best is not None and best.best_model_path:
             lines.append(
                 f"  best checkpoint: {best.best_model_path} ({best.monitor} {float(best.best_model_score):.4f})"
             )
+        if trainer.is_global_zero and (curves := write_curves(folder)) is not None:
+            lines.append(f"  curves: {curves}")
         last = ResumeCheckpoint.last_checkpoint_path(trainer)
         if best is not None and not best.best_model_path:
             kept = "the last checkpoint holds the weights" if Path(last).is_file() else "no checkpoint was written"
@@ -146,3 +161,40 @@ class RunSummary(Callback):
         if Path(last).is_file():
             lines.append(f"  last checkpoint: {last} (resume with --ckpt_path last)")
         say("\n".join(lines))
+
+
+def write_curves(folder: Path) -> Path | None:
+    """``curves.png`` in the run folder: the training loss by step, and the validation loss and accuracy by epoch,
+    drawn from its ``metrics.csv`` (None when it has none)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = folder / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    with metrics.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+
+    def series(name: str, by: str) -> tuple[list[float], list[float]]:
+        points = [(float(row[by]) + (by == "epoch"), float(row[name])) for row in rows if row.get(name) and row.get(by)]
+        return [x for x, _ in points], [y for _, y in points]
+
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    loss.plot(*series("train/loss", "step"), label="train/loss (by step)", alpha=0.6)
+    loss.set_xlabel("step")
+    epochs = loss.twiny()
+    epochs.plot(*series("val/loss", "epoch"), "o-", color="tab:red", label="val/loss (by epoch)")
+    epochs.set_xlabel("epoch")
+    loss.legend(loc="upper left"), epochs.legend(loc="upper right")
+    accuracy.plot(*series("val/acc", "epoch"), "o-", label="val/acc")
+    accuracy.plot(*series("train/acc", "epoch"), "s--", label="train/acc")
+    accuracy.set_xlabel("epoch"), accuracy.set_ylabel("accuracy"), accuracy.legend()
+    figure.suptitle(folder.name)
+    figure.tight_layout()
+    figure.savefig(folder / "curves.png", dpi=100)
+    plt.close(figure)
+    return folder / "curves.png"

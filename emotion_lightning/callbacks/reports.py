@@ -7,6 +7,7 @@ validation end (and test end) they also go to W&B when a ``WandbLogger`` is in u
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,11 @@ from lightning.pytorch.loggers import WandbLogger
 
 from emotion_lightning.callbacks.resume import model_checkpoint
 from emotion_lightning.console import say
+
+
+def _named(folder: Path, stage: str, name: str, suffix: str) -> Path:
+    stem, _, extension = name.partition(".")
+    return folder / f"{stage}_{stem}{suffix}.{extension}"
 
 
 @dataclass(frozen=True)
@@ -70,22 +76,29 @@ class Evaluation:
             ],
         )
 
-    def write_files(self, folder: Path, stage: str) -> None:
-        """``<stage>_report.json`` / ``.csv``, ``<stage>_mistakes.csv`` and ``<stage>_confusion_matrix.png``."""
+    def write_files(self, folder: Path, stage: str) -> str:
+        """``<stage>_report.json`` / ``.csv``, ``<stage>_mistakes.csv`` and ``<stage>_confusion_matrix.png``; a later
+        evaluation's as ``<stage>_report-2.json``, ...: an earlier report is never replaced. Returns the suffix."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{stage}_report.json").write_text(json.dumps(self.report, indent=2))
-        with (folder / f"{stage}_report.csv").open("w", newline="") as file:
+        names = ("report.json", "report.csv", "mistakes.csv", "confusion_matrix.png")
+        numbers = (f"-{number}" for number in itertools.count(2))
+        suffix = next(
+            s for s in itertools.chain([""], numbers) if not any(_named(folder, stage, n, s).exists() for n in names)
+        )
+        _named(folder, stage, "report.json", suffix).write_text(json.dumps(self.report, indent=2))
+        with _named(folder, stage, "report.csv", suffix).open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["label", "precision", "recall", "f1", "support"])
             for name in self.labels:
                 scores = self.report[name]
                 measures = (f"{scores[key]:.4f}" for key in ("precision", "recall", "f1-score"))
                 writer.writerow([name, *measures, int(scores["support"])])
-        with (folder / f"{stage}_mistakes.csv").open("w", newline="") as file:
+        with _named(folder, stage, "mistakes.csv", suffix).open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["text", "true", "predicted", "confidence"])
             writer.writerows([m.text, m.true, m.predicted, f"{m.confidence:.4f}"] for m in self.mistakes)
-        self._save_confusion_matrix(folder / f"{stage}_confusion_matrix.png", f"{stage}: confusion matrix")
+        self._save_confusion_matrix(_named(folder, stage, "confusion_matrix.png", suffix), f"{stage}: confusion matrix")
+        return suffix
 
     def _save_confusion_matrix(self, path: Path, title: str) -> None:
         import matplotlib
@@ -179,8 +192,10 @@ class EvaluationReports(Callback):
         evaluation = Evaluation.of(pl_module.labels, indices, texts, true_ids, probabilities, self.mistakes)
         if trainer.state.fn != "fit" and trainer.is_global_zero:
             folder = self.report_dir(trainer)
-            evaluation.write_files(folder, stage)
-            say(f"Wrote the {stage} reports to {folder}")
+            suffix = evaluation.write_files(folder, stage)
+            accuracy = evaluation.report["accuracy"]
+            reports = f"{folder / stage}_*{suffix}.*"
+            say(f"{stage}/acc {accuracy:.4f}; the reports (per class, mistakes, confusion matrix): {reports}")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 evaluation.log_to_wandb(logger, stage, trainer.global_step)

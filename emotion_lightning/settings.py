@@ -1,0 +1,123 @@
+"""How every subcommand reads its settings: jsonargparse, one set of rules.
+
+``--SETTING VALUE`` (no abbreviations), ``-c FILE`` (or ``-c NAME``, a recipe shipped in the package when the working
+folder has no file of that name), ``--print_config``, and a mistake said in one line with the closest real name.
+LightningCLI parses fit, validate, test, predict and tune; :func:`parse_settings` builds the same kind of parser
+from a settings dataclass for the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from importlib import resources
+from pathlib import Path
+
+from emotion_lightning.errors import SettingError
+
+HELP_FOLDER = resources.files("emotion_lightning") / "help"
+RECIPES = resources.files("emotion_lightning") / "configs"
+# jsonargparse raises instead of printing a page of usage and exiting; a prefix of a name is not taken for it.
+PARSER_RULES = {"exit_on_error": False, "allow_abbrev": False}
+
+
+def recipe_path(name: str) -> str:
+    """``-c NAME``: the file NAME if the working folder has one, else the shipped recipe ``NAME.yaml``."""
+    shipped = RECIPES / f"{name}.yaml"
+    if Path(name).exists() or "/" in name or name.endswith((".yaml", ".yml", ".json")) or not shipped.is_file():
+        return name
+    return str(shipped)
+
+
+def with_recipes(args: list[str]) -> list[str]:
+    """The arguments with each ``-c NAME`` / ``--config NAME`` that names a shipped recipe resolved to its file."""
+    resolved, follows_flag = [], False
+    for arg in args:
+        if follows_flag:
+            arg = recipe_path(arg)
+        elif arg.startswith("--config="):
+            arg = f"--config={recipe_path(arg.removeprefix('--config='))}"
+        resolved.append(arg)
+        follows_flag = arg in ("-c", "--config")
+    return resolved
+
+
+def settings_named_in_help(subcommand: str) -> list[str]:
+    """The settings a subcommand's shipped ``--help`` names (``model.learning_rate``, ``trainer.max_epochs``...)."""
+    return re.findall(r"--([a-z][\w.]*)", (HELP_FOLDER / f"{subcommand}.txt").read_text())
+
+
+def check_setting_names(args: list[str]) -> None:
+    """Every ``--SETTING`` given, and every key of a ``-c`` file, is one the subcommand has: a mistyped name is one
+    line at once, before the parser (and Lightning, seconds to import) is built. Values are the parser's to check."""
+    import yaml
+
+    subcommand, known = args[0], set(settings_named_in_help(args[0])) | {"config", "help", "verbose"}
+
+    def unknown(name: str) -> bool:  # a setting's own keys (--trainer.logger.init_args.name) come with it
+        parts = name.split(".")
+        return not any(".".join(parts[:end]) in known for end in range(1, len(parts) + 1))
+
+    given = [arg[2:].partition("=")[0].removesuffix("+") for arg in args[1:] if arg.startswith("--")]
+    if names := [f"--{name}" for name in given if unknown(name)]:
+        raise parser_error(f"unrecognized arguments: {' '.join(names)}", sorted(known), subcommand)
+    for flag, path in zip(args, args[1:], strict=False):
+        if flag in ("-c", "--config") and Path(path).is_file():
+            for name in _keys(yaml.safe_load(Path(path).read_text(encoding="utf-8")), known):
+                raise parser_error(f"Subcommand does not accept option '{name}'", sorted(known), subcommand)
+
+
+def _keys(config: object, known: set[str], prefix: str = ""):
+    """The dotted keys of a config file that are no setting (a known setting's own keys are not looked into)."""
+    for key, value in config.items() if isinstance(config, dict) else ():
+        name = f"{prefix}{key}"
+        if name in known:
+            continue
+        if isinstance(value, dict) and any(setting.startswith(f"{name}.") for setting in known):
+            yield from _keys(value, known, f"{name}.")
+        else:
+            yield name
+
+
+def parse_settings(settings_class, args: list[str]):
+    """A settings dataclass from ``args`` (``args[0]`` the subcommand); its fields without a default are positional."""
+    from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+
+    subcommand, description = args[0], settings_class.__doc__.split("\n\n")[0]
+    parser = ArgumentParser(prog=f"emotion-lightning {subcommand}", description=description, **PARSER_RULES)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these settings")
+    parser.add_class_arguments(settings_class, as_positional=True, as_group=False)
+    try:
+        config = parser.parse_args(args[1:])
+    except ArgumentError as error:
+        raise parser_error(str(error), settings_named_in_help(subcommand), subcommand) from None
+    return settings_class(**{field.name: config[field.name] for field in dataclasses.fields(settings_class)})
+
+
+def parser_error(message: str, settings: list[str], subcommand: str) -> SettingError:
+    """jsonargparse's error (often several lines) as one line: the setting at fault, what it takes and what it got,
+    the closest real name for one that does not exist, and where the settings are listed."""
+    hint = f"`emotion-lightning {subcommand} --help` lists the settings"
+    known = [f"--{name}" for name in settings]
+
+    def closest(name: str) -> str:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f"{name} (did you mean {close[0]}?)" if close else name
+
+    if message.startswith("unrecognized arguments:"):
+        unknown = [word.partition("=")[0] for word in message.split()[2:] if word.startswith("-")]
+        return SettingError(f"unknown setting {', '.join(map(closest, unknown)) or message}; {hint}")
+    if in_config := re.search(r"does not accept (?:nested key|option) '([^']+)'", message):
+        return SettingError(f"unknown setting {closest('--' + in_config[1])} in a config file; {hint}")
+    key = re.match(r'Parser key "([^"]+)":', message)
+    if key and key[1] == "config":
+        return SettingError(f"-c / --config: {message.partition(':')[2].strip()}")
+    if key:
+        wanted = sorted(set(re.findall(r"Expected an? <class '(\w+)'>", message)) - {"NoneType"})
+        given = re.search(r"(?:Given|Got) value: (.*)", message)
+        if wanted and given:
+            return SettingError(f"--{key[1]} takes {' or '.join(wanted)}, not {given[1].strip()!r}; {hint}")
+        first = next((line.strip(" -") for line in message.splitlines()[1:] if line.strip(" -")), "")
+        return SettingError(f"--{key[1]}: {first}; {hint}")
+    return SettingError(f"{' '.join(message.split())}; {hint}")
