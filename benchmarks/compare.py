@@ -60,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--lightning-args", default="", help="extra emotion-lightning fit arguments for the lightning arm"
     )
+    parser.add_argument(
+        "--checkpoint", help="with --arms predict alone: the checkpoint to predict with (not the lightning arm's)"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
@@ -272,6 +275,10 @@ def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path, split: str
 
     predictor = EmotionPredictor(model.to("cuda" if torch.cuda.is_available() else "cpu"))
     predictor_rate, predictor_labels = texts_per_second(lambda chunk: [r.label for r in predictor(chunk)])
+    other = EmotionPredictor(model, pack=not predictor.packs)  # the other way: padded where it packs by default
+    other_rate, _ = texts_per_second(lambda chunk: [r.label for r in other(chunk)])
+    exact = EmotionPredictor(model, precision="32-true")
+    _, fp32_labels = texts_per_second(lambda chunk: [r.label for r in exact(chunk)], warm_up=False)
 
     # What `emotion-lightning predict` runs: Trainer.predict in the package's precision, CSV written.
     output = work_dir / "predictions.csv"
@@ -297,6 +304,9 @@ def run_predict(data_dir: Path, checkpoint_path: str, work_dir: Path, split: str
         "pipeline_texts_per_second": best["rate"],
         "predictor_texts_per_second": predictor_rate,
         "predictor_precision": predictor.precision,
+        "predictor_packed": predictor.packs,
+        "predictor_other_way_texts_per_second": other_rate,
+        "predictor_fp32_label_agreement": _agreement(fp32_labels, predictor_labels),
         "predict_command_texts_per_second": command_rate,
         "predictor_label_agreement": _agreement(pipeline_labels, predictor_labels),
         "predict_command_label_agreement": _agreement(pipeline_labels, command_labels),
@@ -350,7 +360,7 @@ def child_main(args) -> None:
     if args.arm == "hf":
         result = run_hf(args.data_dir, backbone, args.epochs, args.work_dir)
     else:
-        best = json.loads((args.work_dir / "lightning.json").read_text())["best_checkpoint"]
+        best = args.checkpoint or json.loads((args.work_dir / "lightning.json").read_text())["best_checkpoint"]
         result = run_predict(args.data_dir, best, args.work_dir, args.predict_split)
     (args.work_dir / f"{args.arm}.json").write_text(json.dumps(result))
 
@@ -445,6 +455,7 @@ def main(argv=None) -> None:
         }
         child = [sys.executable, __file__, "--data-dir", str(data_dir), "--backbone", backbone]
         child += ["--epochs", str(args.epochs), "--work-dir", str(work_dir), "--predict-split", args.predict_split]
+        child += ["--checkpoint", str(Path(args.checkpoint).resolve())] if args.checkpoint else []
         for arm in args.arms.split(","):
             if arm == "lightning":
                 command = lightning_command(data_dir, backbone, args.epochs, work_dir, args.lightning_args)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources, tokenization
 from emotion_lightning.errors import SettingError, check_at_least
+from emotion_lightning.packing import PackTexts, packable, padded_lengths
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
     LengthSortedBatchSampler,
@@ -70,20 +71,6 @@ class TokenizedSplit(Dataset):
         return self.table[indices]
 
 
-def padded_lengths(max_length: int) -> tuple[int, ...]:
-    """The lengths batches are padded to: multiples of 8 up to 64, of 32 up to 256, then 384, 512, 768, ...,
-    and ``max_length`` itself; at most 16 up to 512 tokens.
-
-    Few shapes let kernels (cuDNN attention graphs, compiled code, CUDA graphs) be built once per shape;
-    a batch pads at most 7 tokens more than its longest text below 64 tokens (tweets), and at most a third
-    beyond 256.
-    """
-    ladder = [*range(8, 65, 8), *range(96, 257, 32)]
-    while ladder[-1] < max_length:
-        ladder.append(ladder[-1] * 3 // 2 if ladder[-1] % 3 else ladder[-1] * 4 // 3)
-    return tuple(length for length in ladder if length < max_length) + (max_length,)
-
-
 class PadBatch:
     """Collate a columnar batch: ``input_ids`` padded (the tokenizer's padding) to the first of
     :func:`padded_lengths` that holds the batch's longest text."""
@@ -127,6 +114,7 @@ class EmotionDataModule(L.LightningDataModule):
         predict_texts: texts to classify, from Python (used when predict_file is None).
         group_by_length: put texts of similar length in the same training batch (less padding).
         fixed_lengths: pad batches to one of 16 fixed lengths (few shapes); false: each to its longest text.
+        pack_predictions: pack the texts to predict into rows, several a row (default: on a CPU).
         cache_dir: where tokenized splits are kept (default ~/.cache/emotion_lightning or $EMOTION_LIGHTNING_CACHE).
         num_proc: processes that tokenize; default one per CPU (up to 8) for 100,000 rows or more, else one.
     """
@@ -146,6 +134,7 @@ class EmotionDataModule(L.LightningDataModule):
         predict_texts: Sequence[str] | None = None,
         group_by_length: bool = True,
         fixed_lengths: bool = True,
+        pack_predictions: bool | None = None,
         cache_dir: str | None = None,
         num_proc: int | None = None,
     ):
@@ -167,6 +156,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.predict_texts = predict_texts
         self.group_by_length = group_by_length
         self.fixed_lengths = fixed_lengths
+        self.pack_predictions = pack_predictions
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_proc = num_proc
         self.splits: dict[str, TokenizedSplit] = {}
@@ -401,10 +391,13 @@ class EmotionDataModule(L.LightningDataModule):
             )
         # Only training needs to resume mid-way; evaluation starts over and is deterministic anyway.
         loader_class = ResumableDataLoader if training else DataLoader
+        collate = PadBatch(self.tokenizer, self.max_length, self.fixed_lengths)
+        if split == "predict" and self._packs():
+            collate = PackTexts(self.tokenizer.pad_token_id)
         return loader_class(
             dataset,
             batch_sampler=batches,
-            collate_fn=PadBatch(self.tokenizer, self.max_length, self.fixed_lengths),
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # Page-locked batches copy to a GPU without the host waiting for it.
@@ -423,6 +416,13 @@ class EmotionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", training=False)
+
+    def _packs(self) -> bool:
+        """``pack_predictions``, else packed on a CPU; always padded for a head that cannot be packed."""
+        trainer = self.trainer
+        if trainer is None or trainer.lightning_module is None or not packable(trainer.lightning_module.model):
+            return False
+        return trainer.strategy.root_device.type == "cpu" if self.pack_predictions is None else self.pack_predictions
 
     def _predicted_before(self) -> set[int]:
         """The texts a stopped prediction into the same output already predicted, as its writer found them; asked

@@ -20,6 +20,7 @@ from emotion_lightning.checkpoints import read_checkpoint
 from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.model import EmotionClassifier
+from emotion_lightning.packing import PackTexts, packable
 from emotion_lightning.precision import inference_precision
 from emotion_lightning.sources import check_texts
 from emotion_lightning.tokenization import Encoder
@@ -63,12 +64,14 @@ class EmotionPredictor:
         batch_size: texts per forward pass.
         precision: ``auto`` (fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32),
             ``32-true``, ``bf16-mixed`` or ``16-mixed``.
+        pack: pack the texts of a call into rows (:mod:`emotion_lightning.packing`); default on a CPU.
     """
 
-    def __init__(self, model: EmotionClassifier, batch_size: int = 64, precision="auto"):
+    def __init__(self, model: EmotionClassifier, batch_size: int = 64, precision="auto", pack: bool | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         check_at_least("batch_size", batch_size, 1)
+        self.pack = pack
         self.model = model.eval()
         self.tokenizer = model.tokenizer
         self.labels = model.labels
@@ -126,6 +129,13 @@ class EmotionPredictor:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def packs(self) -> bool:
+        """Whether calls are packed into rows: ``pack``, else where it was measured faster (a CPU) and the model's
+        head allows it (BERT, DistilBERT)."""
+        wanted = self.device.type == "cpu" if self.pack is None else self.pack
+        return wanted and packable(self.model.model)
+
     def _autocast(self):
         precision = inference_precision(self.device) if self.precision == "auto" else self.precision
         if precision == "32-true":
@@ -141,21 +151,21 @@ class EmotionPredictor:
         """Probabilities and whether each text was truncated, in input order."""
         if not texts:
             return torch.empty(0, len(self.labels)), []
-        # Encoded as predict encodes a file (the model's tokenizer and max_length, the same padded lengths),
-        # in this call alone: no data module, no dataset, nothing shared with another thread's call.
+        # Encoded as predict encodes a file (the model's tokenizer and max_length), in this call alone: no data
+        # module, no dataset, nothing shared with another thread's call.
         encoded = Encoder(self.tokenizer, self.max_length)({"text": texts})
         if cut := sum(encoded["truncated"]):
             message = f"{cut} of {len(texts)} texts were longer than {self.max_length} tokens and were truncated"
             warnings.warn(message, stacklevel=2)
-        pad = PadBatch(self.tokenizer, self.max_length)
+        collate = PackTexts(self.tokenizer.pad_token_id) if self.packs else PadBatch(self.tokenizer, self.max_length)
         order = sorted(range(len(texts)), key=lambda i: encoded["length"][i], reverse=True)
         probabilities = torch.empty(len(texts), len(self.labels))
         with self._autocast():
             for start in range(0, len(order), self.batch_size):
                 indices = order[start : start + self.batch_size]
-                batch = pad({"input_ids": [encoded["input_ids"][i] for i in indices], "index": indices})
-                inputs = (batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-                probabilities[batch["index"]] = self.model.probabilities(*inputs).cpu()
+                batch = collate({"input_ids": [encoded["input_ids"][i] for i in indices], "index": indices})
+                on_device = {name: value.to(self.device) for name, value in batch.items() if name != "text"}
+                probabilities[batch["index"]] = self.model.probabilities(on_device).cpu()
         return probabilities, encoded["truncated"]
 
     def __call__(self, texts: Sequence[str]) -> list[Prediction]:

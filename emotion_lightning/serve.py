@@ -53,6 +53,7 @@ class ServeSettings:
         accelerator: auto, cpu or cuda
         precision: auto, 32-true, bf16-mixed or 16-mixed
         batch_size: texts per forward pass
+        pack: pack the texts of a batch into rows, several a row (default: on a CPU)
         max_batch_size: requests predicted together
         batch_timeout: seconds a batch waits for more requests
         max_texts: texts in one request
@@ -71,6 +72,7 @@ class ServeSettings:
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     batch_size: int = 16
+    pack: bool | None = None
     max_batch_size: int = 64
     batch_timeout: float = 0.02
     max_texts: int = 64
@@ -122,7 +124,7 @@ def _serve(s: ServeSettings) -> None:
     from emotion_lightning.serve_app import Rules, ServeApp
     from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
 
-    worker_settings = WorkerSettings(s.model, s.accelerator, s.precision, s.batch_size, s.workers)
+    worker_settings = WorkerSettings(s.model, s.accelerator, s.precision, s.batch_size, s.workers, s.pack)
     server: uvicorn.Server | None = None
 
     def stop_serving(message: str) -> None:

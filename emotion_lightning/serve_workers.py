@@ -46,6 +46,7 @@ class WorkerSettings:
     precision: str
     batch_size: int
     workers: int = 1
+    pack: bool | None = None
 
 
 def _worker_main(connection, settings: WorkerSettings) -> None:
@@ -85,7 +86,11 @@ def _load(settings: WorkerSettings, connection):
         if device == "cpu":  # workers that share the cores: more threads than cores makes each step slower
             torch.set_num_threads(max(1, torch.get_num_threads() // settings.workers))
         predictor = EmotionPredictor.load(
-            settings.model, device=device, precision=settings.precision, batch_size=settings.batch_size
+            settings.model,
+            device=device,
+            precision=settings.precision,
+            batch_size=settings.batch_size,
+            pack=settings.pack,
         )
     except EmotionLightningError as error:  # the user's to fix: said as it is
         connection.send(("refused", str(error)))

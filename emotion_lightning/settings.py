@@ -53,6 +53,9 @@ def check_setting_names(args: list[str]) -> None:
     line at once, before the parser (and Lightning, seconds to import) is built. Values are the parser's to check."""
     import yaml
 
+    from emotion_lightning.sources import check_yaml_files
+
+    check_yaml_files(args)  # a file that is not YAML: its name and line
     subcommand, known = args[0], set(settings_named_in_help(args[0])) | {"config", "help", "verbose"}
 
     def unknown(name: str) -> bool:  # a setting's own keys (--trainer.logger.init_args.name) come with it

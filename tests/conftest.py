@@ -48,6 +48,14 @@ def write_semicolon_file(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+# The longest modules first: the two workers (`-n 2`) then run them side by side, not one of them last, alone.
+FIRST = ("test_real_data.py", "test_resume.py", "test_distributed.py", "test_readme.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
+
 def pytest_report_header(config) -> str:
     """What the suite runs with, at the top of every run (CI's log says which versions passed)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -29,30 +29,16 @@ def sweep_trial_args() -> list[str]:
         f"--{name}={spec['values'][-1] if 'values' in spec else spec['min']}"
         for name, spec in sweep["parameters"].items()
     ]
-    return [str(CONFIG_DIR.parent / part) if part.endswith(".yaml") else part for part in command[2:]] + sampled
+    return command[2:] + sampled
 
 
-# How a user runs each config (the README's commands and each config's own header).
+# How a user runs each config (the README's commands and each config's own header): by the recipe's name.
 USER_RUNS = {
-    "reference.yaml": ["-c", str(CONFIG_DIR / "reference.yaml")],
-    "offline.yaml": ["-c", str(CONFIG_DIR / "reference.yaml"), "-c", str(CONFIG_DIR / "offline.yaml")],
-    "wandb.yaml": [
-        "-c",
-        str(CONFIG_DIR / "reference.yaml"),
-        "-c",
-        str(CONFIG_DIR / "offline.yaml"),
-        "-c",
-        str(CONFIG_DIR / "wandb.yaml"),
-    ],
+    "reference.yaml": ["-c", "reference"],
+    "offline.yaml": ["-c", "reference", "-c", "offline"],
+    "wandb.yaml": ["-c", "reference", "-c", "offline", "-c", "wandb"],
     "sweep.yaml": sweep_trial_args(),
-    "offline-tuned.yaml": [
-        "-c",
-        str(CONFIG_DIR / "reference.yaml"),
-        "-c",
-        str(CONFIG_DIR / "offline.yaml"),
-        "-c",
-        str(CONFIG_DIR / "offline-tuned.yaml"),
-    ],
+    "offline-tuned.yaml": ["-c", "reference", "-c", "offline", "-c", "offline-tuned"],
 }
 
 

@@ -441,6 +441,15 @@ def test_a_body_sent_too_slowly_is_answered_408(server):
     assert b"the body did not arrive within 2 s" in answer
 
 
+def closed_by_the_server(connection: socket.socket) -> bool:
+    # A socket closed with bytes it never read ends in a reset rather than an end of stream: both are a close.
+    connection.settimeout(5)
+    try:
+        return connection.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
 def test_half_open_connections_are_closed_and_cannot_keep_out_a_real_request(server):
     # 150 connections (the server keeps at most 100) that send half a request and wait, as a slowloris does.
     stalled = []
@@ -454,8 +463,7 @@ def test_half_open_connections_are_closed_and_cannot_keep_out_a_real_request(ser
         assert time.monotonic() - started < 5
         time.sleep(3)  # past --read_timeout 2
         for connection in stalled:
-            connection.settimeout(5)
-            assert connection.recv(100) == b""  # closed by the server
+            assert closed_by_the_server(connection)
     finally:
         for connection in stalled:
             connection.close()

@@ -1,0 +1,128 @@
+"""Texts packed into rows for prediction: several short texts share a row, and each sees only itself.
+
+A batch of tweets padded to its longest text is mostly padding. Packed, the texts are laid end to end in rows of at
+most ``ROW_LENGTH`` tokens (longest first, each into the first row with room), with a block-diagonal attention mask
+(a text attends to itself only) and position ids that start again at every text: each text's hidden states are
+what they are alone, and its [CLS] is read where it starts. Rows are padded to one of the fixed lengths, so that
+shapes stay few. BERT's and DistilBERT's heads read the [CLS]; other architectures are predicted padded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Tokens in a row: long enough to hold a dozen tweets, short enough that attention over the whole row (masked)
+# costs less than the padding it saves (docs/performance.md).
+ROW_LENGTH = 256
+PACKED_MODEL_TYPES = ("bert", "distilbert")
+
+
+def padded_lengths(max_length: int) -> tuple[int, ...]:
+    """The lengths batches (and rows) are padded to: multiples of 8 up to 64, of 32 up to 256, then 384, 512, 768,
+    ..., and ``max_length`` itself; at most 16 up to 512 tokens.
+
+    Few shapes let kernels (cuDNN attention graphs, compiled code, CUDA graphs) be built once per shape;
+    a batch pads at most 7 tokens more than its longest text below 64 tokens (tweets), and at most a third
+    beyond 256.
+    """
+    ladder = [*range(8, 65, 8), *range(96, 257, 32)]
+    while ladder[-1] < max_length:
+        ladder.append(ladder[-1] * 3 // 2 if ladder[-1] % 3 else ladder[-1] * 4 // 3)
+    return tuple(length for length in ladder if length < max_length) + (max_length,)
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Rows of packed texts. ``starts[i]`` is the (row, column) of text ``i``'s first token, ``lengths[i]`` its
+    length, ``index[i]`` its index in the input; texts keep their input order (logits come in it)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor  # (rows, 1, length, length), True where a token may attend to another
+    starts: torch.Tensor
+    lengths: torch.Tensor
+    index: torch.Tensor
+    pad_id: int
+
+    def to(self, device) -> PackedRows:
+        moved = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__ if name != "pad_id"}
+        return PackedRows(**moved, pad_id=self.pad_id)
+
+    def subset(self, keep: torch.Tensor) -> PackedRows:
+        """The texts where ``keep`` is true, packed again on their own."""
+        ids = [
+            self.input_ids[row, column : column + length].tolist()
+            for (row, column), length in zip(self.starts[keep].tolist(), self.lengths[keep].tolist(), strict=True)
+        ]
+        return pack(ids, self.index[keep].cpu().tolist(), self.pad_id).to(self.input_ids.device)
+
+
+def pack(token_ids: list[list[int]], index: list[int], pad_id: int, row_length: int = ROW_LENGTH) -> PackedRows:
+    """Texts' token ids into rows (a text longer than ``row_length`` gets a row of its own)."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
+    rows: list[list[int]] = []  # the texts (positions in token_ids) of each row
+    room: list[int] = []
+    for text in order:
+        length = len(token_ids[text])
+        row = next((r for r, left in enumerate(room) if left >= length), None)
+        if row is None:
+            rows.append([]), room.append(max(row_length, length))
+            row = len(rows) - 1
+        rows[row].append(text)
+        room[row] -= length
+    width = max(sum(len(token_ids[t]) for t in row) for row in rows)
+    width = next(length for length in padded_lengths(max(width, row_length)) if length >= width)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)  # which text a token is of; -1: padding
+    starts = torch.zeros((len(token_ids), 2), dtype=torch.long)  # in input order, whatever row a text went to
+    for number, row in enumerate(rows):
+        column = 0
+        for text in row:
+            ids = token_ids[text]
+            input_ids[number, column : column + len(ids)] = torch.tensor(ids)
+            position_ids[number, column : column + len(ids)] = torch.arange(len(ids))
+            segments[number, column : column + len(ids)] = text
+            starts[text] = torch.tensor((number, column))
+            column += len(ids)
+    # Padding attends to itself only: its rows of the attention stay defined (and unread).
+    same = segments[:, :, None] == segments[:, None, :]
+    alone = torch.eye(width, dtype=torch.bool)[None] & (segments[:, :, None] < 0)
+    return PackedRows(
+        input_ids,
+        position_ids,
+        (same | alone)[:, None],
+        starts,
+        torch.tensor([len(ids) for ids in token_ids]),
+        torch.tensor(index),
+        pad_id,
+    )
+
+
+class PackTexts:
+    """Collate a columnar batch of texts into :class:`PackedRows` (``{"packed", "index", "text"}``)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, columns: dict[str, list]) -> dict:
+        rows = pack(columns["input_ids"], list(columns["index"]), self.pad_id)
+        return {"packed": rows, "index": rows.index, "text": columns.get("text", list(columns["index"]))}
+
+
+def packable(model) -> bool:
+    """Whether a Hugging Face classifier's head can be given the gathered [CLS] states (BERT, DistilBERT)."""
+    return model.config.model_type in PACKED_MODEL_TYPES
+
+
+def packed_logits(model, rows: PackedRows) -> torch.Tensor:
+    """A ``...ForSequenceClassification``'s logits for packed texts, in their input order."""
+    hidden = model.base_model(
+        input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids
+    ).last_hidden_state
+    first = hidden[rows.starts[:, 0], rows.starts[:, 1]]
+    if model.config.model_type == "distilbert":  # its head: pre_classifier, ReLU, dropout, classifier
+        return model.classifier(model.dropout(torch.relu(model.pre_classifier(first))))
+    return model.classifier(model.dropout(model.base_model.pooler(first[:, None])))  # BERT: pooler, dropout, ...
