@@ -232,6 +232,10 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+# Seconds a new connection has to send its headers before it can be closed to make room for another.
+FIRST_READ_GRACE = 0.1
+
+
 def _guarded_http(read_timeout: float, max_connections: int):
     """uvicorn's HTTP/1.1 protocol with what it lacks against slow clients: a deadline for each request's headers
     (a connection that opens and sends nothing, or half a header, is closed after ``read_timeout``), and at most
@@ -239,39 +243,52 @@ def _guarded_http(read_timeout: float, max_connections: int):
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    waiting: dict = {}  # the connections still sending their headers, oldest first (a dict keeps its order)
+
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
-            self._opened, self._headers_deadline = self.loop.time(), None
+            self._headers_deadline = None
             super().connection_made(transport)
             self._watch_headers()
             if len(self.connections) > max_connections:
-                waiting = [c for c in self.connections if c._awaits_headers()]
-                oldest = min(waiting, key=lambda c: c._opened, default=self)
-                oldest.transport.close()
+                # Not at once: accepted in a burst of thousands, a real request would be among the oldest still
+                # "sending its headers" before the loop has read what it sent with its connection.
+                self.loop.call_later(FIRST_READ_GRACE, self._close_oldest_waiting)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             self._watch_headers()
 
         def connection_lost(self, exc) -> None:
-            if self._headers_deadline is not None:
-                self._headers_deadline.cancel()
+            self._stop_watching()
             super().connection_lost(exc)
+
+        def _close_oldest_waiting(self) -> None:
+            if len(self.connections) > max_connections and waiting:
+                oldest = next(iter(waiting))
+                oldest._stop_watching()
+                oldest.transport.close()
 
         def _awaits_headers(self) -> bool:
             return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
 
         def _watch_headers(self) -> None:
             if not self._awaits_headers():
-                if self._headers_deadline is not None:
-                    self._headers_deadline.cancel()
-                    self._headers_deadline = None
+                self._stop_watching()
             elif self._headers_deadline is None:
+                waiting[self] = None
                 self._headers_deadline = self.loop.call_later(read_timeout, self._headers_late)
 
+        def _stop_watching(self) -> None:
+            waiting.pop(self, None)
+            if self._headers_deadline is not None:
+                self._headers_deadline.cancel()
+                self._headers_deadline = None
+
         def _headers_late(self) -> None:
-            self._headers_deadline = None
-            if self._awaits_headers():
+            late = self._awaits_headers()
+            self._stop_watching()
+            if late:
                 self.transport.close()
 
     return GuardedH11Protocol

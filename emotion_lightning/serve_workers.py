@@ -280,6 +280,8 @@ class ModelWorkers:
                     answers = worker.predict([pending.texts for pending in batch])
                 except WorkerUnavailable as unavailable:
                     answers = [unavailable] * len(batch)
+                except Exception as error:  # this batch fails (500), rather than this thread and every request after
+                    answers = [RuntimeError(f"the server failed on this request ({type(error).__name__})")] * len(batch)
                 for pending, answer in zip(batch, answers, strict=True):
                     pending.settle(RuntimeError(answer) if isinstance(answer, str) else answer)
         finally:

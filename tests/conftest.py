@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
 
-from emotion_lightning.data import LABELS
+# Each test worker (`-n 2`, one a core) computes on one thread, and so do the processes its tests start: two workers
+# of a core's worth of threads each wait on each other's spinning threads (the suite: 747 s so, 500 s like this).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+from emotion_lightning.data import LABELS  # noqa: E402
 
 # A few words that carry each label, so that a tiny model has something to learn.
 LABEL_WORDS = {
