@@ -71,7 +71,7 @@ class ServeSettings:
     workers: int = 1
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
-    batch_size: int = 16
+    batch_size: int = 64  # packed on a CPU, calls of 64 texts ran 403-490 texts/s at 64 a pass, 253-380 at 16
     pack: bool | None = None
     max_batch_size: int = 64
     batch_timeout: float = 0.02
