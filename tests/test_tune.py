@@ -84,7 +84,8 @@ def test_a_killed_tuner_continues_its_study(tiny_distilbert, data_dir, tmp_path,
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Trial 1 was interrupted (its tuner stopped): marked failed, and its values tried again" in done.stderr
     states = [state for _, state in finished_trials(tmp_path / "tune" / "study.db")]
-    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
+    # The three trials asked for are finished (the pruner may stop one of them early), and the killed one failed.
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3 and states.count("FAIL") == 1
 
 
 @pytest.mark.slow
