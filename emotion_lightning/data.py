@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources, tokenization
 from emotion_lightning.errors import SettingError, check_at_least
-from emotion_lightning.packing import PackTexts, packable, padded_lengths
+from emotion_lightning.packing import PackTexts, padded_lengths, should_pack
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
     LengthSortedBatchSampler,
@@ -420,9 +420,9 @@ class EmotionDataModule(L.LightningDataModule):
     def _packs(self) -> bool:
         """``pack_predictions``, else packed on a CPU; always padded for a head that cannot be packed."""
         trainer = self.trainer
-        if trainer is None or trainer.lightning_module is None or not packable(trainer.lightning_module.model):
+        if trainer is None or trainer.lightning_module is None:
             return False
-        return trainer.strategy.root_device.type == "cpu" if self.pack_predictions is None else self.pack_predictions
+        return should_pack(trainer.lightning_module.model, trainer.strategy.root_device, self.pack_predictions)
 
     def _predicted_before(self) -> set[int]:
         """The texts a stopped prediction into the same output already predicted, as its writer found them; asked

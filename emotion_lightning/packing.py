@@ -102,19 +102,28 @@ def pack(token_ids: list[list[int]], index: list[int], pad_id: int, row_length: 
 
 
 class PackTexts:
-    """Collate a columnar batch of texts into :class:`PackedRows` (``{"packed", "index", "text"}``)."""
+    """Collate a columnar batch of texts into :class:`PackedRows` (``{"packed", "index"}``, and ``text``)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, columns: dict[str, list]) -> dict:
         rows = pack(columns["input_ids"], list(columns["index"]), self.pad_id)
-        return {"packed": rows, "index": rows.index, "text": columns.get("text", list(columns["index"]))}
+        batch = {"packed": rows, "index": rows.index}
+        if "text" in columns:  # as PadBatch: only where the output shows it
+            batch["text"] = columns["text"]
+        return batch
 
 
 def packable(model) -> bool:
     """Whether a Hugging Face classifier's head can be given the gathered [CLS] states (BERT, DistilBERT)."""
     return model.config.model_type in PACKED_MODEL_TYPES
+
+
+def should_pack(model, device: torch.device, pack: bool | None) -> bool:
+    """Whether to pack for ``model`` on ``device``: ``pack``, else where it was measured faster (a CPU); never for
+    a head that cannot be packed."""
+    return (device.type == "cpu" if pack is None else pack) and packable(model)
 
 
 def packed_logits(model, rows: PackedRows) -> torch.Tensor:

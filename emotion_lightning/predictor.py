@@ -20,7 +20,7 @@ from emotion_lightning.checkpoints import read_checkpoint
 from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.model import EmotionClassifier
-from emotion_lightning.packing import PackTexts, packable
+from emotion_lightning.packing import PackTexts, should_pack
 from emotion_lightning.precision import inference_precision
 from emotion_lightning.sources import check_texts
 from emotion_lightning.tokenization import Encoder
@@ -133,8 +133,7 @@ class EmotionPredictor:
     def packs(self) -> bool:
         """Whether calls are packed into rows: ``pack``, else where it was measured faster (a CPU) and the model's
         head allows it (BERT, DistilBERT)."""
-        wanted = self.device.type == "cpu" if self.pack is None else self.pack
-        return wanted and packable(self.model.model)
+        return should_pack(self.model.model, self.device, self.pack)
 
     def _autocast(self):
         precision = inference_precision(self.device) if self.precision == "auto" else self.precision
@@ -164,7 +163,7 @@ class EmotionPredictor:
             for start in range(0, len(order), self.batch_size):
                 indices = order[start : start + self.batch_size]
                 batch = collate({"input_ids": [encoded["input_ids"][i] for i in indices], "index": indices})
-                on_device = {name: value.to(self.device) for name, value in batch.items() if name != "text"}
+                on_device = {name: value.to(self.device) for name, value in batch.items()}
                 probabilities[batch["index"]] = self.model.probabilities(on_device).cpu()
         return probabilities, encoded["truncated"]
 

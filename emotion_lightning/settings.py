@@ -55,13 +55,7 @@ def check_setting_names(args: list[str]) -> None:
 
     from emotion_lightning.sources import check_yaml_files
 
-    for flag, value in zip(args, args[1:], strict=False):  # jsonargparse would say so only once Lightning is in
-        if flag in ("-c", "--config") and not Path(value).is_file():
-            raise SettingError(
-                f"-c / --config: File does not exist: {value!r}"
-                f" (`emotion-lightning {args[0]} --help` names the shipped recipes)"
-            )
-    check_yaml_files(args)  # a file that is not YAML: its name and line
+    check_yaml_files(args)  # a file that is missing or not YAML: its name (and line)
     subcommand, known = args[0], set(settings_named_in_help(args[0])) | {"config", "help", "verbose"}
 
     def unknown(name: str) -> bool:  # a setting's own keys (--trainer.logger.init_args.name) come with it

@@ -269,9 +269,11 @@ def check_predict_file(path: str | Path | None) -> None:
 
 
 def check_yaml_files(args: Sequence[str]) -> None:
-    """A config file given with ``-c``/``--config`` that is not valid YAML: its name and the line at fault.
+    """A config file given with ``-c``/``--config`` that does not exist, or is not valid YAML: its name and the
+    line at fault, in one line.
 
-    (jsonargparse would report the syntax error without saying which file it came from.)
+    (jsonargparse would say a file is missing only once Lightning is imported, seconds later, and report a
+    syntax error without saying which file it came from.)
     """
     import yaml
 
@@ -279,7 +281,10 @@ def check_yaml_files(args: Sequence[str]) -> None:
     paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
     for path in map(Path, paths):
         if not path.is_file():
-            continue  # jsonargparse's own message names a missing file
+            raise SettingError(
+                f"-c / --config: File does not exist: {str(path)!r}"
+                f" (`emotion-lightning {args[0]} --help` names the shipped recipes)"
+            )
         try:
             yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
