@@ -11,7 +11,7 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3
   -d .gpu/wheels \
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
   jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 \
-  uvicorn==0.54.0 h11 click swagger-ui-bundle==1.1.0 importlib-resources \
+  uvicorn==0.54.0 h11 httptools==0.9.0 click swagger-ui-bundle==1.1.0 importlib-resources \
   typing-inspection importlib-metadata zipp
 python3 - <<'PY'
 from transformers import AutoModel, AutoTokenizer

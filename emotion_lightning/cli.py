@@ -13,9 +13,10 @@ import os
 import sys
 
 from emotion_lightning import __version__
+from emotion_lightning.config_files import check_yaml_files
 from emotion_lightning.console import VERBOSE_VARIABLE, quiet_libraries, show_messages
 from emotion_lightning.errors import EmotionLightningError
-from emotion_lightning.settings import HELP_FOLDER, check_setting_names, with_recipes
+from emotion_lightning.settings import HELP_FOLDER, check_setting_names, take_texts, with_recipes
 
 PROG = "emotion-lightning"
 # Adding a subcommand is one entry here, a module with main(args), and its help/<name>.txt.
@@ -53,7 +54,8 @@ def run(args: list[str], callbacks: list | None = None):
     """Run a Lightning subcommand with ``args`` and return the CLI, for inspection (tests, the tuner)."""
     from emotion_lightning.lightning_cli import run as run_lightning_cli
 
-    return run_lightning_cli(with_recipes(list(args)), callbacks=callbacks)
+    args, texts = take_texts(list(args)) if args and args[0] == "predict" else (list(args), [])
+    return run_lightning_cli(with_recipes(args), callbacks=callbacks, texts=texts)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -77,17 +79,19 @@ def main(args: list[str] | None = None) -> None:
                 f"{PROG}: error: {given[0]} goes after a subcommand, for example: {PROG} fit -c reference {given[0]}"
             )
         sys.exit(f"{PROG}: error: unknown subcommand {given[0]!r}; {hint}(`{PROG} --help` lists them)")
-    if any(arg in ("-h", "--help") for arg in given[1:]):
-        print((HELP_FOLDER / f"{given[0]}.txt").read_text(), end="")
-        return
-    given = ["--help" if arg == "--help-all" else arg for arg in with_recipes(given)]
-    if given[0] == "predict":  # `predict --text "..." --text "..."`: texts given on the command line
-        given = ["--data.predict_texts+" if arg == "--text" else arg for arg in given]
-    if given[0] in ("fit", "validate", "test", "predict", "tune"):  # the parser takes seconds to build: first
-        try:
+    try:
+        # `predict --text TEXT`: a text is no setting, and no word of it is read as one (--text --help is a text).
+        given, texts = take_texts(given) if given[0] == "predict" else (given, [])
+        if any(arg in ("-h", "--help") for arg in given[1:]):
+            print((HELP_FOLDER / f"{given[0]}.txt").read_text(), end="")
+            return
+        given = ["--help" if arg == "--help-all" else arg for arg in with_recipes(given)]
+        check_yaml_files(given)  # every subcommand's -c files: missing, not YAML, an alias
+        if given[0] in ("fit", "validate", "test", "predict", "tune"):  # the parser takes seconds to build: first
             check_setting_names(given)
-        except EmotionLightningError as error:
-            sys.exit(f"{PROG}: error: {error}")
+    except EmotionLightningError as error:
+        sys.exit(f"{PROG}: error: {error}")
+    given += [f"--text={text}" for text in texts]  # one word each, for lightning_cli to take back as they are
     if "--verbose" in given:
         given.remove("--verbose")
         os.environ[VERBOSE_VARIABLE] = "1"

@@ -38,10 +38,14 @@ NOISE_WARNINGS = (
 )
 
 
-def say(message: str) -> None:
-    """One line for the user, from the first process only."""
-    if _rank() == 0:
+def say(message: str, every_process: bool = False) -> None:
+    """One line for the user, from the first process only; with ``every_process``, from each process (prefixed with
+    its rank on all but the first): what each of them did, such as what it kept when it stopped."""
+    rank = _rank()
+    if rank == 0:
         log.info(message)
+    elif every_process:
+        log.info(f"Rank {rank}: {message}")
 
 
 def _rank() -> int:

@@ -71,6 +71,18 @@ class TokenizedSplit(Dataset):
         return self.table[indices]
 
 
+def empty_batch(columns: dict[str, list]) -> dict:
+    """A batch of no text, shaped as :class:`PadBatch` makes them (``input_ids`` of no row): the model answers it
+    with no prediction, without running the encoder."""
+    nothing = torch.zeros((0, 1), dtype=torch.long)
+    batch = {"input_ids": nothing, "attention_mask": nothing, "index": torch.zeros(0, dtype=torch.long)}
+    if "label" in columns:
+        batch["labels"] = torch.zeros(0, dtype=torch.long)
+    if "text" in columns:
+        batch["text"] = []
+    return batch
+
+
 class PadBatch:
     """Collate a columnar batch: ``input_ids`` padded (the tokenizer's padding) to the first of
     :func:`padded_lengths` that holds the batch's longest text."""
@@ -81,6 +93,8 @@ class PadBatch:
         self.lengths = padded_lengths(max_length) if fixed_lengths else range(1, max_length + 1)
 
     def __call__(self, columns: dict[str, list]) -> dict:
+        if not columns["input_ids"]:  # the empty batch of a process with no text of its own (LengthSortedBatchSampler)
+            return empty_batch(columns)
         features = [{"input_ids": ids} for ids in columns["input_ids"]]
         longest = max(map(len, columns["input_ids"]))
         length = next(length for length in self.lengths if length >= longest)
@@ -386,8 +400,14 @@ class EmotionDataModule(L.LightningDataModule):
             done = set(self._predicted_before()) if split == "predict" else set()
             # At least one text is predicted again, so that the run still ends by writing the output.
             done.discard(len(dataset) - 1)
+            trainer = self.trainer
             batches = LengthSortedBatchSampler(
-                SequentialSampler(dataset), self.eval_batch_size, lengths=dataset.lengths, skip=done
+                SequentialSampler(dataset),
+                self.eval_batch_size,
+                lengths=dataset.lengths,
+                skip=done,
+                rank=trainer.global_rank if trainer is not None else 0,
+                world_size=trainer.world_size if trainer is not None else 1,
             )
         # Only training needs to resume mid-way; evaluation starts over and is deterministic anyway.
         loader_class = ResumableDataLoader if training else DataLoader

@@ -26,6 +26,7 @@ from emotion_lightning.callbacks import (
     PredictionWriter,
     ResumeCheckpoint,
     RunSummary,
+    StopTogether,
     check_output_file,
 )
 from emotion_lightning.callbacks.prediction_writer import output_path
@@ -36,13 +37,14 @@ from emotion_lightning.checkpoints import (
     read_checkpoint,
     recorded_score,
 )
+from emotion_lightning.config_files import check_yaml_files
 from emotion_lightning.console import COMMAND_STARTED, quiet_libraries, say, show_messages
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import runnable_precision
-from emotion_lightning.settings import PARSER_RULES, parser_error, settings_named_in_help
-from emotion_lightning.sources import check_predict_file, check_yaml_files
+from emotion_lightning.settings import parser_error, parser_rules, settings_named_in_help, take_texts
+from emotion_lightning.sources import check_predict_file
 
 # Values of trainer.logger that mean "Lightning's default logger".
 DEFAULT_LOGGER = (None, True)
@@ -72,12 +74,13 @@ class EmotionCLI(LightningCLI):
     Args:
         started: ``time.monotonic()`` when the command started (what the fit's summary counts from).
         run_folders: the run folders this command claims and locks, released by whoever made it.
+        texts: ``predict --text`` texts, as given: handed to the data module, never parsed.
     """
 
     help_subcommand: str | None = None  # whose --help an error points to, when it is not the one parsed
 
-    def __init__(self, *args, started: float, run_folders: runs.HeldRunFolders, **kwargs):
-        self.started, self.run_folders = started, run_folders
+    def __init__(self, *args, started: float, run_folders: runs.HeldRunFolders, texts: list[str] = (), **kwargs):
+        self.started, self.run_folders, self.texts = started, run_folders, list(texts)
         self.checkpoint: ReadCheckpoint | None = None
         self.precision_note: str | None = None
         super().__init__(*args, **kwargs)
@@ -169,13 +172,15 @@ class EmotionCLI(LightningCLI):
                 f"--ckpt_path {path} holds the weights only ({runs.BEST_CHECKPOINT} is for validate, test, "
                 f"predict and export); resume a run from its {runs.LAST_CHECKPOINT} (--ckpt_path last)"
             )
-        score = recorded_score(self.checkpoint.contents) or runs.best_score(runs.run_folder_of(path))
         run = runs.run_folder_of(path)
-        say(
-            f"Checkpoint {path}"
-            + (f" (run {run.name}" if run else " (")
-            + (f", val/acc {score:.4f})" if score is not None else ", val/acc not recorded)")
-        )
+        try:
+            score = recorded_score(self.checkpoint.contents) or runs.best_score(run)
+        except runs.RunFileError as error:  # only said here: these weights do not need the run's metrics
+            score = None
+            say(f"val/acc unknown: {error}")
+        described = [f"run {run.name}"] if run else []
+        described.append(f"val/acc {score:.4f}" if score is not None else "val/acc not recorded")
+        say(f"Checkpoint {path} ({', '.join(described)})")
         settings = model_settings(self.checkpoint.contents)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
@@ -212,12 +217,18 @@ class EmotionCLI(LightningCLI):
         if message:
             say(message)
             config.trainer.precision = precision
+        if self.subcommand != "fit":
+            # The data module gives each process its share of the texts itself (the texts left to do, evenly; an
+            # empty batch for a process with none): Lightning's samplers would repeat texts, or refuse a process none.
+            config.trainer.use_distributed_sampler = False
         for name in ("max_epochs", "max_steps"):
             value = config.trainer.get(name)
             if value is not None and value < -1:
                 raise SettingError(f"trainer.{name} must be -1 (no limit) or at least 0, got {value}")
         if self.subcommand == "predict":
             check_predict_file(config.data.predict_file)
+            if self.texts and config.data.predict_file is not None:
+                raise SettingError("give the texts to classify with --text or with --data.predict_file, not both")
         folder = self._run_folder()
         config.trainer.default_root_dir = str(folder)
         if config.checkpoint.dirpath is None:
@@ -272,7 +283,7 @@ class EmotionCLI(LightningCLI):
             kwargs["logger"] = [*_as_list(logger), runs.RunMetricsLogger(trainer_config["default_root_dir"])]
         # Progress: a rich bar in a terminal, lines in a log file; unless turned off or brought by the config.
         configured = _as_list(trainer_config.get("callbacks"))
-        extra = [] if self.subcommand != "fit" else [RunSummary(self.started)]
+        extra = [RunSummary(self.started)] if self.subcommand == "fit" else [StopTogether()]
         wants_progress = trainer_config.get("enable_progress_bar") is not False
         if wants_progress and not any(isinstance(callback, ProgressBar) for callback in configured):
             extra.append(BarWithLoss() if sys.stdout.isatty() else LineProgress())
@@ -298,6 +309,10 @@ class EmotionCLI(LightningCLI):
             # The tokenizer the checkpoint was trained with, before the data is tokenized with it.
             self.model.on_load_checkpoint(self.checkpoint.contents)
         self.datamodule.encode_like(self.model)
+        if self.texts:
+            # Given to the data module as they are, not through the settings: jsonargparse checks and copies a list
+            # setting whole at every step (10,000 texts took minutes), and would read each text as YAML.
+            self.datamodule.predict_texts = self.texts
 
     # -- the subcommands: the checkpoint read above is handed to the Trainer's call ---------------
 
@@ -307,41 +322,54 @@ class EmotionCLI(LightningCLI):
     def fit(self, **kwargs) -> None:
         self.trainer.fit(**self._with_checkpoint(kwargs))
 
+    def _evaluate(self, run, kwargs: dict):
+        try:
+            return run(**self._with_checkpoint(kwargs))
+        except RuntimeError as error:
+            # A collective that failed because another process stopped: said in one line by the callbacks.
+            stop = StopTogether.of(self.trainer)
+            if stop is not None and (stopped := stop.why_stopped(error)) is not None:
+                raise stopped from None
+            raise
+
     def validate(self, **kwargs):
-        return self.trainer.validate(**self._with_checkpoint(kwargs))
+        return self._evaluate(self.trainer.validate, kwargs)
 
     def test(self, **kwargs):
-        return self.trainer.test(**self._with_checkpoint(kwargs))
+        return self._evaluate(self.trainer.test, kwargs)
 
     def predict(self, **kwargs):
-        return self.trainer.predict(**self._with_checkpoint(kwargs))
+        return self._evaluate(self.trainer.predict, kwargs)
 
 
-def run(args: list[str], callbacks: list | None = None, started: float | None = None) -> EmotionCLI:
+def run(
+    args: list[str], callbacks: list | None = None, started: float | None = None, texts: list[str] = ()
+) -> EmotionCLI:
     """Run the CLI with ``args`` and return it, for inspection.
 
     ``callbacks``: Lightning callbacks added to the ones the settings make (the tuner's report to its study);
-    ``started``: when the command started (default: now).
+    ``started``: when the command started (default: now); ``texts``: what ``predict --text`` gave.
     """
     check_yaml_files(args)
     show_messages()
     quiet_libraries()
     # Given as a list (to drop --verbose, and from tests): LightningCLI's warning about that is for other cases.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    held, failed = runs.HeldRunFolders(), True
+    held, failed, rules = runs.HeldRunFolders(), True, parser_rules()
     try:
         cli = EmotionCLI(
             EmotionClassifier,
             EmotionDataModule,
             started=time.monotonic() if started is None else started,
             run_folders=held,
+            texts=texts,
             seed_everything_default=42,
             save_config_callback=runs.SaveConfigToRunFolder,
             save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
             trainer_defaults={"enable_model_summary": False, **({"callbacks": callbacks} if callbacks else {})},
-            parser_kwargs={"prog": "emotion-lightning", **PARSER_RULES}
-            | {subcommand: dict(PARSER_RULES) for subcommand in LIGHTNING_SUBCOMMANDS},  # LightningCLI adds to them
+            parser_kwargs={"prog": "emotion-lightning", **rules}
+            | {subcommand: dict(rules) for subcommand in LIGHTNING_SUBCOMMANDS},  # LightningCLI adds to them
             args=list(args),
         )
         failed = False
@@ -357,4 +385,5 @@ def run(args: list[str], callbacks: list | None = None, started: float | None = 
 
 def main(args: list[str]) -> None:
     """``emotion-lightning fit|validate|test|predict ...``"""
-    run(args, started=COMMAND_STARTED)
+    args, texts = take_texts(args) if args[0] == "predict" else (args, [])
+    run(args, started=COMMAND_STARTED, texts=texts)

@@ -171,12 +171,13 @@ class EmotionClassifier(L.LightningModule):
 
     def _shared_step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of a batch; logs the stage's loss and metrics (stage: train, val or test)."""
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        logits = self._logits(batch)
         # The loss in fp32 even under mixed precision: log-softmax is where low precision hurts.
         smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=smoothing)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach(), batch["labels"])
+        if len(logits):  # an empty batch (a process with no text of its own) adds nothing, but logs: the sync needs it
+            metrics.update(logits.detach(), batch["labels"])
         if stage == "train":
             # Not a progress-bar metric: those are read back from the device at every step.
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(logits))
@@ -184,7 +185,8 @@ class EmotionClassifier(L.LightningModule):
         # (Lightning's own `sync_dist` mean divides an integer count by the number of processes, so
         # unevenly split data, 19 texts as 10 + 9, came out 19/18 too high.)
         mean_loss = self.mean_losses[f"{stage}_loss"]
-        mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), len(logits)))
+        if len(logits):  # (an empty batch's loss is NaN, a mean of nothing)
+            mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), len(logits)))
         # The epoch's mean training loss is train/loss_epoch, for per-epoch tables next to val/loss.
         self.log("train/loss_epoch" if stage == "train" else f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
         for name, metric in metrics.items():  # in the progress bar only val/acc, beside the loss: more would wrap
@@ -242,6 +244,10 @@ class EmotionClassifier(L.LightningModule):
         return probabilities
 
     def _logits(self, batch: dict) -> torch.Tensor:
+        if "packed" not in batch and not len(batch["input_ids"]):
+            # A process of a distributed run with no text of its own runs one empty batch, to take part in the
+            # metrics' synchronisation: no text, no forward pass (the encoder cannot take a batch of none).
+            return torch.zeros((0, len(self.labels)), device=self.device)
         if "packed" in batch:
             return packed_logits(self.model, batch["packed"])
         return self(batch["input_ids"], batch["attention_mask"])

@@ -108,6 +108,10 @@ class PackTexts:
         self.pad_id = pad_id
 
     def __call__(self, columns: dict[str, list]) -> dict:
+        if not columns["input_ids"]:  # the empty batch of a process with no text of its own: nothing to pack
+            from emotion_lightning.data import empty_batch
+
+            return empty_batch(columns)
         rows = pack(columns["input_ids"], list(columns["index"]), self.pad_id)
         batch = {"packed": rows, "index": rows.index}
         if "text" in columns:  # as PadBatch: only where the output shows it

@@ -22,6 +22,7 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import time
@@ -32,6 +33,8 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from emotion_lightning.errors import EmotionLightningError
 
 RUN_PREFIX = "version_"
 CHECKPOINT_FOLDER = "checkpoints"
@@ -117,24 +120,69 @@ def hpc_checkpoint(root: str | Path) -> Path | None:
     return max(numbered)[1] if numbered else None
 
 
+class RunFileError(EmotionLightningError, ValueError):
+    """A file in a run folder that is not what the package wrote there (or cannot be read); the message names it."""
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What a run's ``metrics.csv`` says: its best ``val/acc`` (None before its first validation) and how many
+    epochs it validated."""
+
+    best_score: float | None
+    epochs: int
+
+
+def read_metrics(run_folder: Path) -> LoggedRun:
+    """The run's ``metrics.csv``, read row by row; :class:`RunFileError` naming the file (and line) when it is not a
+    metrics file the package wrote: not UTF-8, not CSV, a ``val/acc`` that is no number, not a file at all."""
+    metrics = run_folder / METRICS_FILE
+    if not metrics.exists():
+        return LoggedRun(None, 0)
+    if not metrics.is_file():  # a folder, a FIFO (reading would block), a device
+        raise RunFileError(f"{metrics} is not a file; the package writes metrics.csv as one")
+    scores, epochs = [], set()
+    try:
+        with metrics.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            for row in reader:
+                value = row.get("val/acc")
+                if not value:
+                    continue
+                try:
+                    score = float(value)
+                except ValueError:
+                    score = math.nan
+                if not 0 <= score <= 1:
+                    raise RunFileError(f"{metrics}, line {reader.line_num}: val/acc {value!r} is not an accuracy")
+                scores.append(score)
+                epochs.add(row.get("epoch"))
+    except UnicodeDecodeError as error:
+        raise RunFileError(f"{metrics}: not a metrics file the package wrote (bytes that are not UTF-8)") from error
+    except (OSError, csv.Error) as error:
+        raise RunFileError(f"{metrics} cannot be read: {getattr(error, 'strerror', None) or error}") from error
+    return LoggedRun(max(scores, default=None), len(epochs - {None, ""}))
+
+
 def best_score(run_folder: Path | None) -> float | None:
     """The best ``val/acc`` a run logged in its ``metrics.csv`` (None without one)."""
-    metrics = run_folder / METRICS_FILE if run_folder is not None else None
-    if metrics is None or not metrics.is_file():
-        return None
-    with metrics.open(newline="") as file:
-        scores = [float(row["val/acc"]) for row in csv.DictReader(file) if row.get("val/acc")]
-    return max(scores, default=None)
+    return read_metrics(run_folder).best_score if run_folder is not None else None
+
+
+def _best_of(scored: list[tuple[float | None, int, Path]]) -> Path | None:
+    """The checkpoint of the best score, the newest (highest number) of equals; runs with no score come last."""
+    return max(scored, key=lambda entry: (entry[0] is not None, entry[0] or 0.0, entry[1]))[2] if scored else None
 
 
 def best_checkpoint(root: str | Path) -> Path | None:
     """The ``best.ckpt`` with the best ``val/acc`` among the runs under ``root`` (the newest of equals)."""
-    scored = [
-        (best_score(folder), number, folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT)
-        for number, folder in enumerate(run_folders(root))
-        if (folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT).is_file()
-    ]
-    return max(scored, key=lambda entry: (entry[0] is not None, entry[0] or 0.0, entry[1]))[2] if scored else None
+    return _best_of(
+        [
+            (best_score(folder), number, folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT)
+            for number, folder in enumerate(run_folders(root))
+            if (folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT).is_file()
+        ]
+    )
 
 
 # -- one fit per run folder at a time -----------------------------------------------------------
@@ -269,10 +317,11 @@ class RunMetricsLogger(CSVLogger):
         # Lightning's writer starts metrics.csv afresh: a resumed run's rows are put back, and its header kept.
         metrics = Path(self.log_dir) / METRICS_FILE
         earlier = metrics.read_bytes() if metrics.is_file() else b""
+        read_metrics(Path(self.log_dir))  # before the writer starts the file again: one the package did not write
         writer = super().experiment
         if earlier:
             metrics.write_bytes(earlier)
-            writer.metrics_keys = next(csv.reader([earlier.decode().partition("\n")[0]]), [])
+            writer.metrics_keys = next(csv.reader([earlier.decode("utf-8").partition("\n")[0]]), [])
         self._continued = True
         return writer
 
@@ -329,30 +378,32 @@ class RunsSettings:
 
 def describe_runs(root: Path) -> str:
     """One line per run folder under ``root``: its path, best ``val/acc``, epochs logged and checkpoints; the
-    one ``--ckpt_path best`` picks in each root is marked."""
+    one ``--ckpt_path best`` picks in each root is marked. A file of a run that is not what the package wrote is
+    left out, with a line saying which."""
     folders = sorted({path.parent for path in root.glob("**/version_*/") if _run_number(path) is not None})
     if not folders:
         return f"no runs under {root}"
-    lines = [f"{'run':<40} {'val/acc':>8} {'epochs':>6}  checkpoints"]
+    lines, skipped = [f"{'run':<40} {'val/acc':>8} {'epochs':>6}  checkpoints"], []
     for parent in folders:
-        best = best_checkpoint(parent)
-        for folder in run_folders(parent):
-            score, epochs = best_score(folder), _epochs_logged(folder)
+        rows, scored = [], []
+        for number, folder in enumerate(run_folders(parent)):
+            try:
+                logged = read_metrics(folder)
+            except RunFileError as error:
+                skipped.append(f"skipped {error}")
+                logged = LoggedRun(None, 0)
             kept = [
                 name for name in (BEST_CHECKPOINT, LAST_CHECKPOINT) if (folder / CHECKPOINT_FOLDER / name).is_file()
             ]
-            mark = "  <- --ckpt_path best" if best is not None and best.parent.parent == folder else ""
-            shown = f"{score:.4f}" if score is not None else "-"
-            lines.append(f"{str(folder):<40} {shown:>8} {epochs:>6}  {', '.join(kept) or '-'}{mark}")
-    return "\n".join(lines)
-
-
-def _epochs_logged(folder: Path) -> int:
-    metrics = folder / METRICS_FILE
-    if not metrics.is_file():
-        return 0
-    with metrics.open(newline="") as file:
-        return len({row["epoch"] for row in csv.DictReader(file) if row.get("val/acc") and row.get("epoch")})
+            if BEST_CHECKPOINT in kept:
+                scored.append((logged.best_score, number, folder))
+            rows.append((folder, logged, kept))
+        best = _best_of(scored)
+        for folder, logged, kept in rows:
+            mark = "  <- --ckpt_path best" if folder == best else ""
+            shown = f"{logged.best_score:.4f}" if logged.best_score is not None else "-"
+            lines.append(f"{str(folder):<40} {shown:>8} {logged.epochs:>6}  {', '.join(kept) or '-'}{mark}")
+    return "\n".join(lines + skipped)
 
 
 def main(args: list[str]) -> None:

@@ -6,7 +6,7 @@ Both take the index sampler as their first argument: under DDP Lightning swaps i
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence, Sized
+from collections.abc import Collection, Iterable, Iterator, Sequence, Sized
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
@@ -87,30 +87,22 @@ class LengthGroupedBatchSampler(BatchSampler):
         return full_pools * self.pool_batches + -(-rest // self.batch_size)
 
 
-def _without_distributed_padding(sampler: Sampler[int] | Sequence[int]) -> list[int]:
-    """The sampler's indices; for a ``DistributedSampler``, without the repeats it pads ranks with.
-
-    A distributed sampler repeats a few indices so that every rank gets as many: harmless for
-    training, but in evaluation it would count those texts twice. The repeats are each rank's last
-    indices, so this rank's true share is its first ``ceil((N - rank) / world)`` ones.
-    """
-    indices = list(sampler)
-    if isinstance(sampler, DistributedSampler) and not sampler.drop_last:
-        share = len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
-        indices = indices[:share]
-    return indices
-
-
 class LengthSortedBatchSampler(BatchSampler):
     """Deterministic batches in order of decreasing length, for evaluation and prediction.
 
     The longest batch comes first, so a batch that does not fit in memory fails at once.
-    Consumers restore input order from the ``index`` that every batch carries. Under DDP every
-    text is in exactly one process's batches.
+    Consumers restore input order from the ``index`` that every batch carries.
+
+    On several processes each takes every ``world_size``-th of the texts still to do (a stopped prediction's finished
+    ones left out first, so that the rest is shared evenly whatever number of processes ran before): every text is in
+    exactly one process's batches, none repeated. A process left with no text gets one empty batch, so that it still
+    takes part in what the processes compute together at the end (the metrics, the reports).
 
     Args:
         skip: indices left out (a stopped prediction's finished texts). An argument, not a smaller
             sampler: Lightning rebuilds batch samplers around a sampler of its own for ``predict``.
+        rank: this process's place among ``world_size`` (where Lightning put no ``DistributedSampler``, which says
+            them itself).
     """
 
     def __init__(
@@ -120,16 +112,28 @@ class LengthSortedBatchSampler(BatchSampler):
         drop_last: bool = False,
         lengths: Sequence[int] = (),
         skip: Collection[int] = (),
+        rank: int = 0,
+        world_size: int = 1,
     ):
         super().__init__(sampler, batch_size, drop_last)
         self.lengths = lengths
         self.skip = frozenset(skip)
+        self.rank, self.world_size = rank, world_size
+        if isinstance(sampler, DistributedSampler):
+            self.rank, self.world_size = sampler.rank, sampler.num_replicas
 
     def _indices(self) -> list[int]:
-        return [index for index in _without_distributed_padding(self.sampler) if index not in self.skip]
+        if isinstance(self.sampler, DistributedSampler):  # its share would repeat texts to even out the processes
+            everything: Iterable[int] = range(len(self.sampler.dataset))
+        else:
+            everything = self.sampler
+        left = [index for index in everything if index not in self.skip]
+        return left[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         ordered = sorted(self._indices(), key=lambda i: self.lengths[i], reverse=True)
+        if not ordered and self.world_size > 1:
+            yield []
         for start in range(0, len(ordered), self.batch_size):
             batch = ordered[start : start + self.batch_size]
             if len(batch) == self.batch_size or not self.drop_last:
@@ -137,6 +141,8 @@ class LengthSortedBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         count = len(self._indices())
+        if not count and self.world_size > 1:
+            return 1
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
 

@@ -109,8 +109,8 @@ def _stop_before_serving(signum, frame):
 
 def _serve(s: ServeSettings) -> None:
     # Everything that can be checked without the model comes first: a mistake is one line, at once.
-    if importlib.util.find_spec("uvicorn") is None:
-        raise ServeError("serve needs uvicorn: pip install 'emotion-lightning[serve]'")
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("httptools") is None:
+        raise ServeError("serve needs uvicorn and httptools: pip install 'emotion-lightning[serve]'")
     s.check()
     api_key = _api_key()
     hosts = _allowed_hosts(s.host, s.allowed_hosts)
@@ -234,20 +234,27 @@ def _url_host(host: str) -> str:
 
 # Seconds a new connection has to send its headers before it can be closed to make room for another.
 FIRST_READ_GRACE = 0.1
+# The most bytes a request's line and headers may take (h11's limit; llhttp has none of its own).
+MAX_HEADER_BYTES = 16 * 1024
 
 
 def _guarded_http(read_timeout: float, max_connections: int):
-    """uvicorn's HTTP/1.1 protocol with what it lacks against slow clients: a deadline for each request's headers
-    (a connection that opens and sends nothing, or half a header, is closed after ``read_timeout``), and at most
+    """uvicorn's HTTP/1.1 protocol on llhttp (httptools: Node.js's parser), with what it lacks against slow clients.
+
+    llhttp frames every request by one rule, the strict one: a request with both Transfer-Encoding and
+    Content-Length, a Content-Length given twice (even with one value), a Transfer-Encoding other than chunked
+    last, is answered 400 and its connection closed, so that no bytes a proxy framed one way run here as a second
+    request (RFC 9112 6.3). Added here: a deadline for each request's headers (a connection that opens and sends
+    nothing, or half a header, is closed after ``read_timeout``), a cap on their size (431), and at most
     ``max_connections`` open connections (beyond, the oldest one still sending its headers is closed)."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     waiting: dict = {}  # the connections still sending their headers, oldest first (a dict keeps its order)
 
-    class GuardedH11Protocol(H11Protocol):
+    class GuardedHttpProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:
             self._headers_deadline = None
+            self._header_bytes = 0
             super().connection_made(transport)
             self._watch_headers()
             if len(self.connections) > max_connections:
@@ -256,7 +263,18 @@ def _guarded_http(read_timeout: float, max_connections: int):
                 self.loop.call_later(FIRST_READ_GRACE, self._close_oldest_waiting)
 
         def data_received(self, data: bytes) -> None:
+            if self._awaits_headers():
+                self._header_bytes += len(data)
             super().data_received(data)
+            if not self._awaits_headers():
+                self._header_bytes = 0
+            elif self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse_headers_too_large()
+                return
+            self._watch_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
             self._watch_headers()
 
         def connection_lost(self, exc) -> None:
@@ -270,7 +288,18 @@ def _guarded_http(read_timeout: float, max_connections: int):
                 oldest.transport.close()
 
         def _awaits_headers(self) -> bool:
-            return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+            # No request in flight (none yet, or its answer sent): the next bytes are a request's line and headers.
+            return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
+
+        def _refuse_headers_too_large(self) -> None:
+            self._stop_watching()
+            detail = f'{{"detail": "the request line and headers are over {MAX_HEADER_BYTES} bytes"}}'.encode()
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(detail)}\r\nconnection: close\r\n\r\n".encode()
+                + detail
+            )
+            self.transport.close()
 
         def _watch_headers(self) -> None:
             if not self._awaits_headers():
@@ -291,7 +320,7 @@ def _guarded_http(read_timeout: float, max_connections: int):
             if late:
                 self.transport.close()
 
-    return GuardedH11Protocol
+    return GuardedHttpProtocol
 
 
 def main(args: list[str]) -> None:

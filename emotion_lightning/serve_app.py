@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -26,17 +27,29 @@ STATIC = resources.files("emotion_lightning") / "static"
 # The headers this server reads: a request that repeats one is refused rather than read one way here and
 # another way elsewhere.
 SINGLE_HEADERS = (b"host", b"content-type", b"content-length", b"transfer-encoding", b"x-api-key", b"origin")
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 DOCS_ASSETS = {"/docs/swagger-ui.css": "text/css", "/docs/swagger-ui-bundle.js": "text/javascript"}
+# Every path the server answers, and the methods it answers there.
+ROUTES = {
+    "/": ("GET", "HEAD"),
+    "/health": ("GET", "HEAD"),
+    API_PATH: ("POST",),
+    "/info": ("GET", "HEAD"),
+    "/openapi.json": ("GET", "HEAD"),
+    "/docs": ("GET", "HEAD"),
+    **{asset: ("GET", "HEAD") for asset in DOCS_ASSETS},
+}
+# The pages anyone may read; every other route needs the API key when one is set.
+OPEN_PATHS = ("/", "/health")
 USAGE = 'send {"text": "..."} or {"texts": ["...", ...]}'
 
 
 class Refused(Exception):
-    """A request answered with ``status`` and a ``detail`` message instead of what it asked for."""
+    """A request answered with ``status`` and a ``detail`` message instead of what it asked for (and ``headers``,
+    such as the ``Allow`` a 405 must carry)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, list(headers)
 
 
 @dataclass(frozen=True)
@@ -83,8 +96,12 @@ def parse_json(body: bytes) -> object:
         return json.loads(body.decode("utf-8"), object_pairs_hook=no_repeated_keys, parse_constant=not_json)
     except UnicodeDecodeError as error:
         raise Refused(400, f"the body is not UTF-8 ({error.reason} at byte {error.start})") from None
-    except (json.JSONDecodeError, RecursionError) as error:
+    except json.JSONDecodeError as error:
         raise Refused(400, f"the body is not JSON ({error})") from None
+    except (ValueError, RecursionError, MemoryError) as error:
+        # What Python's reader refuses to hold, JSON or not: nesting past its recursion limit, a number of more digits
+        # than int() converts (sys.get_int_max_str_digits). The body's fault, never the server's: never a 500.
+        raise Refused(400, f"the body is not JSON this server reads ({type(error).__name__}: {error})") from None
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,7 @@ class ServeApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # no WebSockets, and the app has no start-up or shut-down of its own
             return
-        origin = None
+        origin, extra = None, []
         try:
             headers = _single_headers(scope["headers"])
             self._check_host(headers.get(b"host"))
@@ -120,9 +137,9 @@ class ServeApp:
             status, body, content_type = await self._route(scope, headers, receive)
         except Refused as refused:
             status, body, content_type = refused.status, _detail(str(refused)), "application/json"
-        extra = []
+            extra = refused.headers
         if origin is not None:
-            extra = [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+            extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
             if scope["method"] == "OPTIONS":
                 extra += [
                     (b"access-control-allow-methods", b"GET, POST"),
@@ -143,24 +160,24 @@ class ServeApp:
         path, method = scope["path"], scope["method"]
         if method == "OPTIONS" and b"origin" in headers:  # a browser asking whether it may: CORS says
             return 204, b"", "text/plain"
+        if path not in OPEN_PATHS:
+            self._check_key(headers.get(b"x-api-key"))  # before saying which paths exist
+        if path not in ROUTES:
+            raise Refused(404, f"no such page: {path}")
+        if method not in ROUTES[path]:
+            allowed = ", ".join(ROUTES[path])
+            raise Refused(405, f"{method} is not answered at {path}; use {allowed}", [(b"allow", allowed.encode())])
         if path == "/":
-            _allow(method, "GET", "HEAD")
             return 200, self.page, "text/html; charset=utf-8"
         if path == "/health":
-            _allow(method, "GET", "HEAD")
             return (200, b"ok", "text/plain") if self.workers.ready else (503, b"not ready", "text/plain")
-        self._check_key(headers.get(b"x-api-key"))
         if path == API_PATH:
-            _allow(method, "POST")
             return await self._predict(headers, receive)
-        _allow(method, "GET", "HEAD")
         if path == "/info":
             return 200, self.info, "application/json"
         if path == "/openapi.json":
             return 200, self.openapi, "application/json"
-        if path == "/docs" or path in DOCS_ASSETS:
-            return _docs(path)
-        raise Refused(404, f"no such page: {path}")
+        return _docs(path)
 
     def _check_key(self, given: bytes | None) -> None:
         key = self.rules.api_key
@@ -225,11 +242,6 @@ def _single_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
             raise Refused(400, f"the header {name.decode()} is given more than once")
         headers.setdefault(name, value)
     return headers
-
-
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise Refused(405, f"{method} is not answered here; use {' or '.join(allowed)}")
 
 
 def _detail(message: str) -> bytes:

@@ -18,8 +18,14 @@ from emotion_lightning.errors import SettingError
 
 HELP_FOLDER = resources.files("emotion_lightning") / "help"
 RECIPES = resources.files("emotion_lightning") / "configs"
-# jsonargparse raises instead of printing a page of usage and exiting; a prefix of a name is not taken for it.
-PARSER_RULES = {"exit_on_error": False, "allow_abbrev": False}
+
+
+def parser_rules() -> dict:
+    """What every parser of the package is built with: jsonargparse raises instead of printing a page of usage and
+    exiting; a prefix of a name is not taken for it; YAML (files and values) is read without aliases."""
+    from emotion_lightning.config_files import register_parser_mode
+
+    return {"exit_on_error": False, "allow_abbrev": False, "parser_mode": register_parser_mode()}
 
 
 def recipe_path(name: str) -> str:
@@ -43,6 +49,32 @@ def with_recipes(args: list[str]) -> list[str]:
     return resolved
 
 
+def take_texts(args: list[str]) -> tuple[list[str], list[str]]:
+    """``predict --text TEXT`` (or ``--text=TEXT``, repeated): the other arguments, and the texts as given.
+
+    A text is never read as YAML or as a list (``--text "[I am happy, I am sad]"`` is one text, ``--text null`` the
+    word null), in linear time; one that cannot be classified is the same one-line error as such a line of a file.
+    """
+    from emotion_lightning.sources import text_problem
+
+    rest, texts = [], []
+    arguments = iter(args)
+    for arg in arguments:
+        if arg == "--text":
+            text = next(arguments, None)
+            if text is None:
+                raise SettingError('--text needs the text to classify after it: --text "I passed my exam!"')
+        elif arg.startswith("--text="):
+            text = arg.removeprefix("--text=")
+        else:
+            rest.append(arg)
+            continue
+        if problem := text_problem(text):
+            raise SettingError(f"--text number {len(texts) + 1}: {problem}")
+        texts.append(text)
+    return rest, texts
+
+
 def settings_named_in_help(subcommand: str) -> list[str]:
     """The settings a subcommand's shipped ``--help`` names (``model.learning_rate``, ``trainer.max_epochs``...)."""
     return re.findall(r"--([a-z][\w.]*)", (HELP_FOLDER / f"{subcommand}.txt").read_text())
@@ -50,12 +82,11 @@ def settings_named_in_help(subcommand: str) -> list[str]:
 
 def check_setting_names(args: list[str]) -> None:
     """Every ``--SETTING`` given, and every key of a ``-c`` file, is one the subcommand has: a mistyped name is one
-    line at once, before the parser (and Lightning, seconds to import) is built. Values are the parser's to check."""
-    import yaml
+    line at once, before the parser (and Lightning, seconds to import) is built. Values are the parser's to check.
+    (The ``-c`` files are read by :func:`~emotion_lightning.config_files.read_yaml_file`: a file that is missing,
+    not YAML or with an alias is one line naming it.)"""
+    from emotion_lightning.config_files import config_paths, read_yaml_file
 
-    from emotion_lightning.sources import check_yaml_files
-
-    check_yaml_files(args)  # a file that is missing or not YAML: its name (and line)
     subcommand, known = args[0], set(settings_named_in_help(args[0])) | {"config", "help", "verbose"}
 
     def unknown(name: str) -> bool:  # a setting's own keys (--trainer.logger.init_args.name) come with it
@@ -65,10 +96,9 @@ def check_setting_names(args: list[str]) -> None:
     given = [arg[2:].partition("=")[0].removesuffix("+") for arg in args[1:] if arg.startswith("--")]
     if names := [f"--{name}" for name in given if unknown(name)]:
         raise parser_error(f"unrecognized arguments: {' '.join(names)}", sorted(known), subcommand)
-    for flag, path in zip(args, args[1:], strict=False):
-        if flag in ("-c", "--config") and Path(path).is_file():
-            for name in _keys(yaml.safe_load(Path(path).read_text(encoding="utf-8")), known):
-                raise parser_error(f"Subcommand does not accept option '{name}'", sorted(known), subcommand)
+    for path in config_paths(args):
+        for name in _keys(read_yaml_file(path), known):
+            raise parser_error(f"Subcommand does not accept option '{name}'", sorted(known), subcommand)
 
 
 def _keys(config: object, known: set[str], prefix: str = ""):
@@ -88,7 +118,7 @@ def parse_settings(settings_class, args: list[str]):
     from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
     subcommand, description = args[0], settings_class.__doc__.split("\n\n")[0]
-    parser = ArgumentParser(prog=f"emotion-lightning {subcommand}", description=description, **PARSER_RULES)
+    parser = ArgumentParser(prog=f"emotion-lightning {subcommand}", description=description, **parser_rules())
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these settings")
     parser.add_class_arguments(settings_class, as_positional=True, as_group=False)
     try:

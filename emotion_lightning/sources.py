@@ -268,32 +268,6 @@ def check_predict_file(path: str | Path | None) -> None:
         raise DataNotFoundError(f"data.predict_file {path} is not a file (one text per line)")
 
 
-def check_yaml_files(args: Sequence[str]) -> None:
-    """A config file given with ``-c``/``--config`` that does not exist, or is not valid YAML: its name and the
-    line at fault, in one line.
-
-    (jsonargparse would say a file is missing only once Lightning is imported, seconds later, and report a
-    syntax error without saying which file it came from.)
-    """
-    import yaml
-
-    paths = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
-    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise SettingError(
-                f"-c / --config: File does not exist: {str(path)!r}"
-                f" (`emotion-lightning {args[0]} --help` names the shipped recipes)"
-            )
-        try:
-            yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise SettingError(f"{where}: not valid YAML ({problem})") from None
-
-
 def write_arrow(rows: Iterable[tuple[str, int]], path: Path, chunk_rows: int = 10_000):
     """Write (text, label id) rows to an Arrow file ``chunk_rows`` at a time; return it memory-mapped.
 

@@ -168,11 +168,16 @@ def remove_abandoned_builds(cache_dir: Path) -> None:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (another user's counts as running)."""
+    """Whether process ``pid`` runs on this machine (another user's counts as running; one that has ended but that
+    its parent has not collected yet, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state after the command's name in /proc/PID/stat; Z (zombie) or X (dead) has ended
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")

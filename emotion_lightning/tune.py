@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from emotion_lightning.config_files import read_yaml_file
 from emotion_lightning.console import quiet_libraries, say
 from emotion_lightning.errors import EmotionLightningError, SettingError, check_at_least
 from emotion_lightning.settings import recipe_path
@@ -92,7 +93,7 @@ def parse(args: list[str]):
     from emotion_lightning.lightning_cli import EmotionCLI
     from emotion_lightning.model import EmotionClassifier
     from emotion_lightning.runs import HeldRunFolders
-    from emotion_lightning.settings import PARSER_RULES
+    from emotion_lightning.settings import parser_rules
 
     quiet_libraries()  # again, now that Lightning is imported
 
@@ -123,7 +124,7 @@ def parse(args: list[str]):
         started=time.monotonic(),
         run_folders=HeldRunFolders(),
         seed_everything_default=42,
-        parser_kwargs={"prog": "emotion-lightning tune", **PARSER_RULES},
+        parser_kwargs={"prog": "emotion-lightning tune", **parser_rules()},
     )
     settings = TuneSettings(**cli.config.tune.as_dict())
     settings.check()
@@ -139,13 +140,7 @@ def read_space(name: str) -> dict[str, dict]:
     path = Path(recipe_path(name))
     if not path.is_file():
         raise SettingError(f"search space {path} does not exist (--tune.space)")
-    try:
-        space = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SettingError(f"{where}: not a YAML search space ({problem})") from None
+    space = read_yaml_file(path, "a YAML search space") or {}
     if not isinstance(space, dict) or not space:
         raise SettingError(f"{path}: a search space maps fit settings to ranges, such as model.learning_rate")
     problems = [f"{path}: {name}: {problem}" for name, spec in space.items() for problem in _problems(name, spec)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -67,3 +68,21 @@ class SignalAtPredictBatch(Callback):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == self.batch:
             os.kill(os.getpid(), self.signal)
+
+
+class SlowBatches(Callback):
+    """Waits ``seconds`` after every predict or test batch (on process ``rank`` only, if given): time to stop a run
+    part of the way through, or to have one process reach the end long before another. With ``mark_file``, each
+    process adds a line to ``<mark_file>.<rank>`` at every batch: a test sees how far each has come."""
+
+    def __init__(self, seconds: float, rank: int | None = None, mark_file: str | None = None):
+        self.seconds, self.rank, self.mark_file = seconds, rank, mark_file
+
+    def _wait(self, trainer, *args, **kwargs) -> None:
+        if self.mark_file:
+            with open(f"{self.mark_file}.{trainer.global_rank}", "a") as marks:
+                marks.write("batch\n")
+        if self.rank is None or trainer.global_rank == self.rank:
+            time.sleep(self.seconds)
+
+    on_predict_batch_end = on_test_batch_end = _wait

@@ -17,10 +17,14 @@ def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
     For what one process cannot do: be killed, or launch DDP (Lightning starts the other ranks
     by running the same command again).
     """
-    tests = str(Path(__file__).parent)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "emotion_lightning", *args]
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=subprocess_environment(), capture_output=True, text=True, timeout=300)
+
+
+def subprocess_environment() -> dict[str, str]:
+    """This environment, where the tests' helper modules (``mishaps``) can be imported."""
+    tests = str(Path(__file__).parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
 
 
 def fit_logged_run_args(root: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""DDP on CPU (gloo), 2 processes: the same answers as one process.
+"""DDP on CPU (gloo), 2 processes: the same answers as one process, and a stop of one process (SIGTERM, kill -9)
+that ends both within seconds and keeps what was predicted.
 
 Each run is `python -m emotion_lightning ... --trainer.strategy ddp --trainer.devices 2`, launched
 the way a user launches it: Lightning starts the second process by running the command again.
@@ -10,9 +11,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from emotion_lightning.tokenization import process_alive
 from tests.conftest import fixture_rows, run_folder, write_semicolon_file
 from tests.subprocess_runs import (
     cli_subprocess,
@@ -20,6 +28,7 @@ from tests.subprocess_runs import (
     fit_logged_run_args,
     logged_metrics,
     newest_csv_log,
+    subprocess_environment,
 )
 
 pytestmark = pytest.mark.slow
@@ -108,3 +117,198 @@ def test_fit_on_two_processes_trains_and_keeps_checkpoints(uneven_data, tiny_dis
     assert [row["epoch"] for row in epochs] == [0, 1]
     # 48 texts over 2 processes in batches of 8: 3 optimizer steps per epoch.
     assert epochs[-1]["step"] == 5
+
+
+# -- one process stopped: both end within seconds, the parts are kept, the same command finishes -------------------
+
+
+@pytest.fixture(scope="module")
+def many_texts(tmp_path_factory) -> tuple[Path, list[str]]:
+    """200 texts: 25 batches of 4 on each of two processes."""
+    texts = [f"{text} {number}" for number, (text, _) in enumerate(fixture_rows(34, seed=21)[:200])]
+    path = tmp_path_factory.mktemp("many") / "many.txt"
+    path.write_text("".join(f"{text}\n" for text in texts))
+    return path, texts
+
+
+def predict_args(checkpoint: Path, texts_file: Path, output: Path, root: Path) -> list[str]:
+    return [
+        "--data.eval_batch_size",
+        "4",
+        *csv_logged_run_args(root),
+        "--ckpt_path",
+        str(checkpoint),
+        "--data.predict_file",
+        str(texts_file),
+        "--prediction_writer.output_file",
+        str(output),
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference_predictions(tiny_checkpoint, many_texts, tmp_path_factory) -> str:
+    """The output of one process predicting the 200 texts, uninterrupted."""
+    folder = tmp_path_factory.mktemp("reference")
+    output = folder / "reference.csv"
+    done = cli_subprocess("predict", *ONE_PROCESS, *predict_args(tiny_checkpoint, many_texts[0], output, folder))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output.read_text()
+
+
+class DistributedRun:
+    """A 2-process command started as a terminal starts it (its own process group), its processes found by PID."""
+
+    def __init__(self, *args: str):
+        command = [sys.executable, "-m", "emotion_lightning", *args, *TWO_PROCESSES]
+        self.launcher = subprocess.Popen(
+            command, env=subprocess_environment(), stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.stderr = ""
+
+    def second_process(self, seconds: float = 120) -> int:
+        """The PID of rank 1, the process that Lightning started by running the command again."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = subprocess.run(
+                ["pgrep", "-P", str(self.launcher.pid), "-f", "emotion_lightning"], capture_output=True
+            )
+            if found.stdout.split():
+                return int(found.stdout.split()[0])
+            time.sleep(0.2)
+        self.kill()
+        pytest.fail("rank 1 never started")
+
+    def wait(self, seconds: float) -> tuple[int, float]:
+        """The launcher's exit status and the seconds it took to end."""
+        started = time.monotonic()
+        try:
+            _, self.stderr = self.launcher.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"still running {seconds} s later")
+        return self.launcher.returncode, time.monotonic() - started
+
+    def kill(self) -> None:
+        os.killpg(self.launcher.pid, signal.SIGKILL)
+        self.launcher.communicate()
+
+
+def wait_for_rows(part_files: str, folder: Path, rows: int, seconds: float = 120) -> None:
+    """Until each of the ``part_files`` (a glob) holds ``rows`` predictions."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        parts = sorted(folder.glob(part_files))
+        if len(parts) == 2 and all(len(part.read_text().splitlines()) > rows for part in parts):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the parts never held {rows} predictions: {[p.name for p in folder.glob(part_files)]}")
+
+
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGTERM", 143), ("SIGKILL", 1)])
+def test_a_stopped_process_of_a_distributed_predict_stops_both_and_the_same_command_finishes(
+    signal_name, status, tiny_checkpoint, many_texts, reference_predictions, tmp_path
+):
+    texts_file, texts = many_texts
+    output = tmp_path / "out.csv"
+    args = ["predict", *predict_args(tiny_checkpoint, texts_file, output, tmp_path)]
+    run = DistributedRun(*args, "--trainer.callbacks+=mishaps.SlowBatches", "--trainer.callbacks.seconds=0.3")
+    rank_1 = run.second_process()
+    wait_for_rows("out.csv.*.part*", tmp_path, rows=8)
+    os.kill(rank_1, getattr(signal, signal_name))  # kill -TERM PID / kill -9 PID of one process
+    code, seconds = run.wait(60)
+
+    assert code == status, run.stderr[-3000:]
+    assert seconds < 30 and not process_alive(rank_1)
+    (kept,) = {len(part.read_text().splitlines()) - 1 for part in tmp_path.glob("out.csv.*.part0")}
+    if signal_name == "SIGTERM":  # each process says what it kept
+        assert "\nReceived SIGTERM: stopped after" in run.stderr
+        assert "\nRank 1: Received SIGTERM: stopped after" in run.stderr
+    else:
+        assert f"Rank 1 (process {rank_1}) is gone: stopped after {kept} predictions" in run.stderr
+    assert not output.exists() and 8 <= kept < len(texts) // 2
+
+    # The same command (and with one process: any number) predicts only what is left, and writes every text once.
+    again = cli_subprocess(*args, *(TWO_PROCESSES if signal_name == "SIGTERM" else ONE_PROCESS))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Continuing a stopped prediction" in again.stderr
+    assert output.read_text() == reference_predictions
+    assert not list(tmp_path.glob("out.csv.*"))
+
+
+def test_a_process_killed_while_the_other_waits_at_the_end_ends_that_one_too(tiny_checkpoint, many_texts, tmp_path):
+    texts_file, texts = many_texts
+    output = tmp_path / "out.csv"
+    slow_rank_1 = [
+        "--trainer.callbacks+=mishaps.SlowBatches",
+        "--trainer.callbacks.seconds=1",
+        "--trainer.callbacks.rank=1",
+    ]
+    run = DistributedRun("predict", *predict_args(tiny_checkpoint, texts_file, output, tmp_path), *slow_rank_1)
+    rank_1 = run.second_process()
+    wait_for_rows("out.csv.*.part*", tmp_path, rows=1)
+    (part_0,) = tmp_path.glob("out.csv.*.part0")
+    deadline = time.monotonic() + 120
+    while len(part_0.read_text().splitlines()) <= len(texts) // 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # rank 0 has predicted its share and waits for rank 1 to end
+    time.sleep(1)
+    os.kill(rank_1, signal.SIGKILL)
+    code, seconds = run.wait(60)
+    assert code == 1 and seconds < 30, run.stderr[-3000:]
+    assert f"Rank 1 (process {rank_1}) is gone: stopped after {len(texts) // 2} predictions" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_sigterm_to_one_process_of_a_distributed_test_stops_both(uneven_data, tiny_checkpoint, tmp_path):
+    folder, _ = uneven_data
+    marks = tmp_path / "batches"
+    slow = ["--trainer.callbacks+=mishaps.SlowBatches", "--trainer.callbacks.seconds=1"]
+    run = DistributedRun(
+        "test",
+        *data_args(folder),
+        "--data.test_file",
+        str(folder / "validation.txt"),
+        "--data.eval_batch_size",
+        "1",
+        *csv_logged_run_args(tmp_path),
+        "--ckpt_path",
+        str(tiny_checkpoint),
+        *slow,
+        f"--trainer.callbacks.mark_file={marks}",
+    )
+    rank_1 = run.second_process()
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{marks}.{rank}").is_file() for rank in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # both are testing, a text a second
+    os.kill(rank_1, signal.SIGTERM)
+    code, seconds = run.wait(60)
+    assert code == 143 and seconds < 30, run.stderr[-3000:]
+    assert "Received SIGTERM: test stopped; run the same command again" in run.stderr
+    assert "Rank 1: Received SIGTERM: test stopped" in run.stderr
+
+
+def test_fewer_texts_than_processes(tiny_checkpoint, tmp_path):
+    labelled = write_semicolon_file(tmp_path / "one.txt", [("i am so happy and glad", "joy")])
+    texts_file = tmp_path / "one-text.txt"
+    texts_file.write_text("i am so happy and glad\n")
+    outputs, metrics = {}, {}
+    for name, processes in (("one", ONE_PROCESS), ("two", TWO_PROCESSES)):
+        outputs[name] = tmp_path / f"{name}.csv"
+        done = cli_subprocess(
+            "predict", *processes, *predict_args(tiny_checkpoint, texts_file, outputs[name], tmp_path)
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        root = tmp_path / name
+        done = cli_subprocess(
+            "test",
+            *processes,
+            "--data.test_file",
+            str(labelled),
+            *csv_logged_run_args(root),
+            "--ckpt_path",
+            str(tiny_checkpoint),
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        metrics[name] = [row for row in csv.DictReader(newest_csv_log(root).open()) if row.get("test/acc")]
+    assert outputs["two"].read_text() == outputs["one"].read_text()
+    assert len(outputs["two"].read_text().splitlines()) == 2  # the header and the one text
+    assert metrics["two"] == metrics["one"]

@@ -205,6 +205,41 @@ def test_a_body_is_read_one_way_or_refused(body, message):
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        b'{"text": ' + b"1" * 5000 + b"}",  # valid JSON; more digits than int() converts (ValueError)
+        b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # valid JSON; nested past the recursion limit
+    ],
+)
+def test_json_that_pythons_reader_cannot_hold_is_a_400(body):
+    with pytest.raises(Refused, match="^the body is not JSON this server reads") as refused:
+        parse_json(body)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        json.JSONDecodeError("Expecting value", "x", 0),
+        ValueError("Exceeds the limit (4300 digits) for integer string conversion"),
+        RecursionError("maximum recursion depth exceeded"),
+        MemoryError(),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_every_failure_of_the_json_reader_is_a_400(raised, monkeypatch):
+    # What json.loads can raise (its documentation and its C reader): each is the body's fault.
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr("emotion_lightning.serve_app.json.loads", failing)
+    with pytest.raises(Refused) as refused:
+        parse_json(b'{"text": "i am glad"}')
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (["--read_timeout", "0"], "--read_timeout must be a finite number of seconds (more than 0), got 0.0"),
@@ -233,19 +268,18 @@ def test_the_former_api_key_variable_is_refused_not_ignored(tiny_checkpoint):
     assert "LIT_SERVER_API_KEY is set, but the key is now read from EMOTION_LIGHTNING_API_KEY" in done.stderr
 
 
-def test_serve_without_uvicorn_says_what_to_install(monkeypatch, tiny_checkpoint):
+@pytest.mark.parametrize("missing", ["uvicorn", "httptools"])
+def test_serve_without_its_extra_says_what_to_install(missing, monkeypatch, tiny_checkpoint):
     import importlib.util
 
     from emotion_lightning.cli import main
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real_find_spec(name)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real_find_spec(name))
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", str(tiny_checkpoint)])
-    assert (
-        exit_info.value.code == "emotion-lightning: error: serve needs uvicorn: pip install 'emotion-lightning[serve]'"
+    assert exit_info.value.code == (
+        "emotion-lightning: error: serve needs uvicorn and httptools: pip install 'emotion-lightning[serve]'"
     )
 
 
@@ -449,8 +483,84 @@ def test_a_header_the_server_reads_must_come_once(server, headers):
     lines = ["POST /predict HTTP/1.1", *headers, f"Content-Length: {len(body)}", "Connection: close"]
     answer = raw_request(server.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
-    # h11 itself refuses a second Host; the server, the rest.
-    assert b"is given more than once" in answer or b"Invalid HTTP request" in answer
+    assert b"is given more than once" in answer
+
+
+SMUGGLED = b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["CL.TE", "TE.CL"])
+def test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and_closed(server, framing):
+    # Framed by its chunks, this is one empty body and then a second request, GET /info; framed by its Content-Length
+    # (as a proxy in front may frame it), one request. Either reading of it is refused, and nothing after it is run.
+    chunked = b"0\r\n\r\n" + SMUGGLED
+    framings = [f"Content-Length: {len(chunked)}", "Transfer-Encoding: chunked"]
+    head = ["POST /predict HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    head += framings if framing == "CL.TE" else framings[::-1]
+    answer = raw_request(server.port, ("\r\n".join(head) + "\r\n\r\n").encode() + chunked)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer, and the connection closed (raw_request read to its end)
+    assert b"connection: close" in answer.lower()
+
+
+@pytest.mark.parametrize("lengths", [["20", "20"], ["20", "5"], ["20, 20"]], ids=["same", "different", "listed"])
+def test_content_length_given_twice_is_refused_whatever_the_values(server, lengths):
+    body = b'{"text": "i am glad"}'[:20]
+    head = ["POST /predict HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    head += [f"Content-Length: {value}" for value in lengths]
+    answer = raw_request(server.port, ("\r\n".join(head) + "\r\n\r\n").encode() + body + SMUGGLED)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_an_absolute_form_target_is_answered(server):
+    # RFC 9112 3.2.2: a server accepts the absolute form (what a client sends to a proxy) for its own paths.
+    body = b'{"text": "i am glad"}'
+    head = [
+        f"POST http://127.0.0.1:{server.port}/predict HTTP/1.1",
+        f"Host: 127.0.0.1:{server.port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    answer = raw_request(server.port, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["label"]
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "allow"),
+    [
+        ("POST /nothing", 404, None),
+        ("GET /nothing", 404, None),
+        ("POST /info", 405, "GET, HEAD"),
+        ("PUT /predict", 405, "POST"),
+        ("GET /predict", 405, "POST"),
+        ("DELETE /", 405, "GET, HEAD"),
+    ],
+)
+def test_unknown_paths_are_404_and_a_wrong_method_405_with_allow(server, request_line, status, allow):
+    head = [f"{request_line} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 0", "Connection: close"]
+    answer = raw_request(server.port, ("\r\n".join(head) + "\r\n\r\n").encode())
+    status_line, *header_lines = answer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    assert int(status_line.split()[1]) == status, answer[:300]
+    assert headers.get("allow") == (allow.lower() if allow else None)
+
+
+def test_headers_over_the_limit_are_refused_431(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ")
+        connection.settimeout(0.05)
+        answer = b""
+        for _ in range(64):  # up to 512 KiB of one header, as a client that never ends its headers
+            connection.sendall(b"a" * 8192)
+            try:
+                answer = connection.recv(65536)
+            except TimeoutError:
+                continue
+            break  # answered (and closed): nothing more is sent, so nothing is reset
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:300]
 
 
 def test_health_page_and_api_docs_with_nothing_from_the_network(server):

@@ -5,6 +5,7 @@
 - :class:`ResumeCheckpoint` (resume.py): last.ckpt on SIGTERM and every N steps, exact resumption
 - :class:`NonFiniteLossGuard` (loss_guard.py): stop before a NaN loss reaches the weights
 - :class:`LineProgress`, :class:`RunSummary` (progress.py): progress lines in logs, what a fit made
+- :class:`StopTogether` (stop_together.py): the processes of a validate, test or predict stop together
 """
 
 from emotion_lightning.callbacks.loss_guard import NonFiniteLossError, NonFiniteLossGuard
@@ -12,6 +13,7 @@ from emotion_lightning.callbacks.prediction_writer import PredictionWriter, chec
 from emotion_lightning.callbacks.progress import BarWithLoss, LineProgress, RunSummary
 from emotion_lightning.callbacks.reports import EvaluationReports
 from emotion_lightning.callbacks.resume import ResumeCheckpoint, model_checkpoint
+from emotion_lightning.callbacks.stop_together import StoppedTogether, StopTogether
 
 __all__ = [
     "BarWithLoss",
@@ -22,6 +24,8 @@ __all__ = [
     "PredictionWriter",
     "ResumeCheckpoint",
     "RunSummary",
+    "StopTogether",
+    "StoppedTogether",
     "check_output_file",
     "model_checkpoint",
 ]

@@ -21,8 +21,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from emotion_lightning.callbacks.stop_together import StopTogether
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.tokenization import process_alive
@@ -69,9 +69,11 @@ def output_path(output_file: str | None, root: str | Path, predict_file: str | P
 
 
 def _shown(rows: dict[int, list], at_most: int = 20) -> str:
-    """A few predictions, one line each (label, score, text); for more, how many of each label."""
+    """A few predictions, one line each (label, score, text) in input order; for more, how many of each label."""
     if len(rows) <= at_most:
-        lines = (f"{label:<9} {max(probabilities):.3f}  {text}" for text, label, *probabilities in rows.values())
+        lines = (
+            f"{label:<9} {max(probabilities):.3f}  {text}" for _, (text, label, *probabilities) in sorted(rows.items())
+        )
     else:
         counts = collections.Counter(label for _, label, *_ in rows.values())
         lines = (f"{label:<9} {count}" for label, count in counts.most_common())
@@ -185,8 +187,6 @@ class PredictionWriter(BasePredictionWriter):
             json.dumps([index, text, label, *probabilities]) + "\n" for index, text, label, probabilities in rows
         )
         self._part.flush()
-        if trainer.received_sigterm:
-            raise SIGTERMException  # stop after this batch, its rows safe on disk
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._part.close()
@@ -196,18 +196,20 @@ class PredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self._part is None or self._part.closed:
+        if self._part is None or not self._part_path.is_file():  # nothing written yet, or merged already
             return
-        self._part.close()
+        self._part.close()  # closed already when every batch was done (the failure was at the end)
         done = len(read_part(self._part_path)[1])
-        if isinstance(exception, SIGTERMException):
-            exception.code = 143  # 128 + SIGTERM, what a shell reports for a process it terminated
+        stop = StopTogether.of(trainer)
+        stopped = stop.why_stopped(exception) if stop is not None else None
+        if stopped is not None:  # SIGTERM, or a peer gone: every process says what it kept
             say(
-                f"Received SIGTERM: stopped after {done} predictions, kept in {self._part_path}. "
-                "Run the same command again to predict the rest."
+                f"{stopped.reason}: stopped after {done} predictions, kept in {self._part_path}. "
+                "Run the same command again to predict the rest.",
+                every_process=True,
             )
         elif done:
-            say(f"The {done} predictions made before the error are kept in {self._part_path}")
+            say(f"The {done} predictions made before the error are kept in {self._part_path}", every_process=True)
 
     def _merge_parts(self, trainer: L.Trainer, labels) -> None:
         output = self._output
