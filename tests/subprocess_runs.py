@@ -51,8 +51,13 @@ def csv_logged_run_args(root: Path) -> list[str]:
 
 def logged_metrics(metrics_file: Path) -> list[dict[str, float]]:
     """The rows of a CSV metrics log that hold val/acc, as numbers."""
+    return logged_metrics_of(metrics_file, "val/acc")
+
+
+def logged_metrics_of(metrics_file: Path, metric: str) -> list[dict[str, float]]:
+    """The rows of a CSV metrics log that hold ``metric``, as numbers."""
     with metrics_file.open() as file:
-        rows = [row for row in csv.DictReader(file) if row.get("val/acc")]
+        rows = [row for row in csv.DictReader(file) if row.get(metric)]
     return [{name: float(value) for name, value in row.items() if value} for row in rows]
 
 

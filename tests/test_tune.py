@@ -249,6 +249,7 @@ def test_a_tune_setting_that_cannot_work_is_one_line_and_writes_nothing(
     [
         ("model.learning_rate: {type: float, low: 1.0e-4\n", "line 2: not a YAML search space"),
         ("model.learning_rate: !!python/object/apply:os.system [echo]\n", "line 1: not a YAML search space"),
+        ("low: &low 1.0e-5\nmodel.learning_rate: {type: float, low: *low}\n", "line 2: not a YAML search space"),
         (
             "model.learning_rate: {type: float, low: 0.1, high: 0.01}",
             "model.learning_rate: low 0.1 is more than high 0.01",
