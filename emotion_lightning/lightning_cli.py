@@ -14,7 +14,6 @@ from jsonargparse import ArgumentError
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from emotion_lightning import runs
@@ -30,6 +29,7 @@ from emotion_lightning.callbacks import (
     check_output_file,
 )
 from emotion_lightning.callbacks.prediction_writer import output_path
+from emotion_lightning.callbacks.resume import epochs_done
 from emotion_lightning.checkpoints import (
     AtomicCheckpointIO,
     holds_training_state,
@@ -172,6 +172,11 @@ class EmotionCLI(LightningCLI):
                 f"--ckpt_path {path} holds the weights only ({runs.BEST_CHECKPOINT} is for validate, test, "
                 f"predict and export); resume a run from its {runs.LAST_CHECKPOINT} (--ckpt_path last)"
             )
+        if subcommand == "fit" and (done := self._finished(config, self.checkpoint.contents)):
+            raise SettingError(
+                f"--ckpt_path {path}: its run has finished ({done}); raise --trainer.max_epochs to train it further, "
+                "or leave out --ckpt_path for a new run"
+            )
         run = runs.run_folder_of(path)
         try:
             score = recorded_score(self.checkpoint.contents) or runs.best_score(run)
@@ -184,6 +189,21 @@ class EmotionCLI(LightningCLI):
         settings = model_settings(self.checkpoint.contents)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
+    @staticmethod
+    def _finished(config, checkpoint: dict) -> str | None:
+        """How far a run had trained when ``checkpoint`` was saved, if that is as far as ``config`` asks; else None.
+        (Lightning would load such a run, train nothing, and say the fit finished.)"""
+        max_epochs, max_steps = config.trainer.max_epochs, config.trainer.max_steps
+        if max_epochs is None and max_steps in (None, -1):
+            max_epochs = 1000  # Lightning's default when neither is set
+        epochs = epochs_done(checkpoint)
+        if epochs is not None and max_epochs not in (None, -1) and epochs >= max_epochs:
+            return f"{epochs} of {max_epochs} epochs"
+        steps = checkpoint.get("global_step")
+        if steps is not None and max_steps not in (None, -1) and steps >= max_steps:
+            return f"{steps} of {max_steps} steps"
+        return None
+
     def _checkpoint_path(self, subcommand: str, given: str | None, root: Path) -> Path | None:
         """The checkpoint file ``--ckpt_path`` names: a path, ``best`` (the best ``val/acc`` of the runs under
         ``root``), ``last`` (the newest run's), or ``hpc``."""
@@ -195,6 +215,8 @@ class EmotionCLI(LightningCLI):
                 f"(<run folder>/{runs.CHECKPOINT_FOLDER}/{runs.BEST_CHECKPOINT}), or `best` / `last` for the "
                 "runs under trainer.default_root_dir"
             )
+        if given == "last" and subcommand == "fit":
+            return self._run_to_continue(root)
         if given == "hpc":
             found = runs.hpc_checkpoint(root)
         elif given == "last":
@@ -203,12 +225,30 @@ class EmotionCLI(LightningCLI):
             found = runs.best_checkpoint(root)
         else:
             return Path(given)
-        if found is None and subcommand == "fit" and given == "last":
-            rank_zero_warn(f"--ckpt_path last: no run in {root} has a {runs.LAST_CHECKPOINT} yet; starting a new run")
-        elif found is None:
+        if found is None:
             wanted = "hpc_ckpt_N.ckpt" if given == "hpc" else f"{runs.CHECKPOINT_FOLDER}/{given}.ckpt"
             raise SettingError(f"--ckpt_path {given}: no {wanted} under trainer.default_root_dir {root}")
         return found
+
+    def _run_to_continue(self, root: Path) -> Path | None:
+        """``fit --ckpt_path last``: the ``last.ckpt`` of the newest run of these settings (its ``config.yaml``
+        trains what this command trains), never another run's; None, said in one line, starts a new run."""
+        asked = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))["fit"]
+        skipped: list[str] = []
+        run = runs.newest_run_of(root, asked, skipped)
+        for line in skipped:
+            say(line)
+        if run is None:
+            say(f"--ckpt_path last: no run under {root} trains these settings; starting a new run")
+            return None
+        last = run / runs.CHECKPOINT_FOLDER / runs.LAST_CHECKPOINT
+        if not last.is_file():
+            say(
+                f"--ckpt_path last: the newest run of these settings, {run}, has no {runs.LAST_CHECKPOINT} (it "
+                "stopped before its first save); starting a new run"
+            )
+            return None
+        return last
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]

@@ -185,6 +185,76 @@ def best_checkpoint(root: str | Path) -> Path | None:
     )
 
 
+# -- the run a fit continues ----------------------------------------------------------------------
+
+# Settings that do not change what a run trains: how long it goes on, where and how fast it runs, what it shows and
+# logs, and what the other subcommands read. A fit resumed with other values of these continues the same run.
+NOT_WHAT_IS_TRAINED = (
+    "ckpt_path",
+    "config",
+    "print_config",
+    "trainer.default_root_dir",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.precision",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.plugins",
+    "trainer.profiler",
+    "trainer.log_every_n_steps",
+    "checkpoint.dirpath",
+    "data.num_workers",
+    "data.num_proc",
+    "data.cache_dir",
+    "data.predict_file",
+    "data.predict_texts",
+    "data.pack_predictions",
+    "resume",
+    "prediction_writer",
+    "reports",
+)
+
+
+def _what_is_trained(config: object, prefix: str = "") -> dict[str, object]:
+    """A config's settings as dotted names (a setting that takes a class, with its ``init_args``, as one value),
+    without :data:`NOT_WHAT_IS_TRAINED`."""
+    flat: dict[str, object] = {}
+    for key, value in config.items() if isinstance(config, dict) else ():
+        name = f"{prefix}{key}"
+        if any(name == left_out or name.startswith(f"{left_out}.") for left_out in NOT_WHAT_IS_TRAINED):
+            continue
+        if isinstance(value, dict) and "class_path" not in value:
+            flat.update(_what_is_trained(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def newest_run_of(root: str | Path, asked: dict, skipped: list[str]) -> Path | None:
+    """The newest run under ``root`` whose ``config.yaml`` trains what ``asked`` (a fit's settings) trains; a run
+    whose ``config.yaml`` cannot be read is passed over, with the reason added to ``skipped``."""
+    from emotion_lightning.config_files import read_yaml_file
+
+    wanted = _what_is_trained(asked)
+    for folder in reversed(run_folders(root)):
+        saved = folder / "config.yaml"
+        if not saved.is_file():
+            continue
+        try:
+            if _what_is_trained(read_yaml_file(saved)) == wanted:
+                return folder
+        except EmotionLightningError as error:
+            skipped.append(f"skipped {error}")
+    return None
+
+
 # -- one fit per run folder at a time -----------------------------------------------------------
 
 
@@ -327,7 +397,7 @@ class RunMetricsLogger(CSVLogger):
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
-    """Writes the resolved config of a ``fit`` to ``config.yaml`` in its run folder, and to W&B as the run's config.
+    """Writes the resolved config of a ``fit`` to ``config.yaml`` in its new run folder, and to W&B as the run's config.
 
     ``notes`` become comments at the top of the file (why a setting differs from the one asked for).
     Evaluating a checkpoint (validate, test, predict) leaves the run's ``config.yaml`` as fit wrote it.
@@ -338,10 +408,12 @@ class SaveConfigToRunFolder(SaveConfigCallback):
         self.notes: list[str] = []
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        if stage == "fit":
-            path = Path(trainer.default_root_dir) / self.config_filename
+        path = Path(trainer.default_root_dir) / self.config_filename
+        # A resumed run keeps the config.yaml it was started with: what `--ckpt_path last` matches the next command
+        # against (the resumed fit's model settings come from the checkpoint, max_length cut to what was used).
+        if stage == "fit" and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, path, skip_none=False, overwrite=True)
+            self.parser.save(self.config, path, skip_none=False)
             if self.notes:
                 path.write_text("".join(f"# {note}\n" for note in self.notes) + path.read_text())
         for logger in trainer.loggers:

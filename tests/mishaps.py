@@ -16,24 +16,38 @@ from lightning.pytorch.callbacks import Callback
 
 
 class StopAtStep(Callback):
-    """Sends ``signal_name`` to this process after optimizer step ``step``.
+    """Sends ``signal_name`` to this process after optimizer step ``step`` (``times`` times); with ``to_group``, to
+    its whole process group, as a terminal sends Ctrl-C.
 
     With ``during_checkpoint_write`` the process is instead killed (SIGKILL) halfway through
     writing the first checkpoint file after that step.
     """
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM", during_checkpoint_write: bool = False):
+    def __init__(
+        self,
+        step: int,
+        signal_name: str = "SIGTERM",
+        during_checkpoint_write: bool = False,
+        to_group: bool = False,
+        times: int = 1,
+    ):
         self.step = step
         self.signal = getattr(signal, signal_name)
         self.during_checkpoint_write = during_checkpoint_write
+        self.to_group, self.times = to_group, times
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step != self.step:
             return
         if self.during_checkpoint_write:
             torch.save = _save_half_then_die(torch.save)
-        else:
-            os.kill(os.getpid(), self.signal)
+            return
+        for _ in range(self.times):
+            if self.to_group:
+                os.killpg(os.getpgid(0), self.signal)
+            else:
+                os.kill(os.getpid(), self.signal)
+            time.sleep(0.2)  # each press is handled before the next
 
 
 def _save_half_then_die(save):

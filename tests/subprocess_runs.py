@@ -15,10 +15,13 @@ def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
     """``python -m emotion_lightning ARGS`` in a new process that can import the tests' helper modules.
 
     For what one process cannot do: be killed, or launch DDP (Lightning starts the other ranks
-    by running the same command again).
+    by running the same command again). In a process group of its own, as a terminal runs a command: a signal
+    to its group (Ctrl-C) reaches it and the processes it starts, not the tests.
     """
     command = [sys.executable, "-m", "emotion_lightning", *args]
-    return subprocess.run(command, env=subprocess_environment(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, env=subprocess_environment(), capture_output=True, text=True, timeout=300, start_new_session=True
+    )
 
 
 def subprocess_environment() -> dict[str, str]:

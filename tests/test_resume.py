@@ -111,3 +111,37 @@ def test_resume_without_any_checkpoint_starts_from_scratch(resume_args, uninterr
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     weights, _, _, _ = final_state(tmp_path)
     assert all(torch.equal(weights[name], uninterrupted[0][name]) for name in weights)
+
+
+def test_ctrl_c_keeps_the_work_and_last_continues_this_run_never_a_finished_one(resume_args, uninterrupted, tmp_path):
+    # A finished run of other settings, newer than nothing but there: --ckpt_path last must not take it.
+    other = fit([*resume_args, "--model.learning_rate", "1e-2", "--trainer.max_epochs", "1"], tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]
+    ctrl_c = stop_at(4, "--trainer.callbacks.signal_name=SIGINT", "--trainer.callbacks.to_group=true")
+    stopped = fit(resume_args, tmp_path, *ctrl_c)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]  # 128 + SIGINT
+    folder = run_folder(tmp_path)
+    assert f"Received Ctrl-C: saved {folder / 'checkpoints' / 'last.ckpt'}" in stopped.stderr
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    resumed = fit(resume_args, tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming run folder {folder} at step 4 (epoch " in resumed.stderr
+    weights, global_step, val_acc, _ = final_state(tmp_path)
+    assert global_step == uninterrupted[1] and val_acc == uninterrupted[2]
+    assert all(torch.equal(weights[name], uninterrupted[0][name]) for name in weights)
+
+    again = fit(resume_args, tmp_path, "--ckpt_path", "last")  # the run of these settings has finished
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"emotion-lightning: error: --ckpt_path {folder / 'checkpoints' / 'last.ckpt'}: its run has finished "
+        "(3 of 3 epochs); raise --trainer.max_epochs to train it further, or leave out --ckpt_path for a new run"
+    )
+
+
+def test_a_second_ctrl_c_stops_at_once(resume_args, tmp_path):
+    ctrl_c_twice = stop_at(4, "--trainer.callbacks.signal_name=SIGINT", "--trainer.callbacks.to_group=true")
+    stopped = fit(resume_args, tmp_path, *ctrl_c_twice, "--trainer.callbacks.times=2")
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    assert "Ctrl-C again: stopped at once; this run saved no last.ckpt yet" in stopped.stderr
+    assert not list(tmp_path.glob("**/last.ckpt"))

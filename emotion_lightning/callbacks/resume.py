@@ -1,11 +1,15 @@
-"""Runs that survive being stopped: a checkpoint on SIGTERM and every N steps, exact resumption.
+"""Runs that survive being stopped: a checkpoint on SIGTERM or Ctrl-C and every N steps, exact resumption.
 
 Resume a stopped run with ``emotion-lightning fit ... --ckpt_path last``.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -58,6 +62,19 @@ def _set_metric_states(module: L.LightningModule, states: dict[str, dict]) -> No
             metric.persistent(False)
 
 
+def epochs_done(checkpoint: dict) -> int | None:
+    """The whole epochs a ``last.ckpt`` had trained when it was saved (None: saved by a version that did not say)."""
+    states = checkpoint.get("callbacks", {})
+    return next(
+        (
+            state["epochs_done"]
+            for key, state in states.items()
+            if key.startswith("ResumeCheckpoint") and "epochs_done" in state
+        ),
+        None,
+    )
+
+
 def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The trainer's first ``ModelCheckpoint`` (``trainer.checkpoint_callback`` may be a ``ResumeCheckpoint``)."""
     return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -72,7 +89,9 @@ class ResumeCheckpoint(Checkpoint):
       on that validation (this is a ``Checkpoint`` callback, which Lightning runs after them, and at
       an epoch's end it waits for ``on_train_epoch_end``), so it holds their best-model records.
     - On SIGTERM (a preempted node, ``kill``, a scheduler's time limit) the current batch is
-      finished, ``last.ckpt`` is saved and the process exits with status 143.
+      finished, ``last.ckpt`` is saved and the process exits with status 143. Ctrl-C does the same
+      (exit status 130): it is handed to Lightning's SIGTERM handling, which under DDP stops every
+      process after the same step; a second Ctrl-C stops at once.
     - With ``every_n_train_steps``, ``last.ckpt`` is also saved that often, so that a process
       killed without warning (SIGKILL, out of memory) loses at most that many steps.
     - Checkpoints carry the random state (dropout), the position in the epoch (the data loader's)
@@ -102,6 +121,7 @@ class ResumeCheckpoint(Checkpoint):
         self._save_at_epoch_end = False
         self._saving_at_epoch_end = False
         self._saved_at_step: int | None = None
+        self._ctrl_c = False
 
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:
@@ -128,6 +148,9 @@ class ResumeCheckpoint(Checkpoint):
 
     def state_dict(self) -> dict:
         state = {"random_state": _random_state()}
+        if self._trainer is not None:
+            # Whole epochs trained, so that `--ckpt_path last` knows a finished run without loading it into a Trainer.
+            state["epochs_done"] = self._trainer.current_epoch + (1 if self._saving_at_epoch_end else 0)
         if not self._saving_at_epoch_end and self._trainer is not None and self._trainer.lightning_module is not None:
             # Mid-epoch only: at an epoch's end the metrics hold the finished epoch, which the next one must not add to.
             state["metric_states"] = _metric_states(self._trainer.lightning_module)
@@ -143,6 +166,10 @@ class ResumeCheckpoint(Checkpoint):
         self._train_loader_state_to_restore = state_dict.get("train_loader")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning puts back the handler it found once the fit ends (it saves them all before it runs).
+        self._ctrl_c = False
+        if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_ctrl_c)
         if self._train_loader_state_to_restore is not None and (loader := self._train_loader()) is not None:
             loader.load_state_dict(self._train_loader_state_to_restore)
         self._train_loader_state_to_restore = None
@@ -189,9 +216,26 @@ class ResumeCheckpoint(Checkpoint):
             # A run that ends between validations (max_steps, max_time) still keeps what it trained.
             self._save_last(trainer)
 
+    def _on_ctrl_c(self, signum, frame) -> None:
+        """The first Ctrl-C: SIGTERM's way (the batch finishes, last.ckpt is saved); the next one stops at once."""
+        self._ctrl_c = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self._trainer is None or self._trainer.is_global_zero:
+            # Not through logging: a handler may interrupt the logging module while it holds its lock.
+            os.write(
+                sys.stderr.fileno(), b"\nCtrl-C: stopping after this batch to save last.ckpt (Ctrl-C again: now)\n"
+            )
+        os.kill(os.getpid(), signal.SIGTERM)
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Lightning raises SIGTERMException once the batch in progress is finished: a consistent state.
         if self.save_on_sigterm and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             path = self._save_last(trainer)
-            say(f"Received SIGTERM: saved {path}. Resume with `fit ... --ckpt_path last`.")
-            exception.code = 143  # 128 + SIGTERM, what a shell reports for a process it terminated
+            stopped_by = "Ctrl-C" if self._ctrl_c else "SIGTERM"
+            say(f"Received {stopped_by}: saved {path}. Resume with `fit ... --ckpt_path last`.")
+            # 128 + the signal, what a shell reports for a process that a signal stopped.
+            exception.code = 130 if self._ctrl_c else 143
+        elif isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+            last = self.last_checkpoint_path(trainer)
+            kept = f"{last} is as it was saved before" if last.is_file() else "this run saved no last.ckpt yet"
+            say(f"Ctrl-C again: stopped at once; {kept}")
