@@ -1,4 +1,18 @@
-"""Fine-tune DistilBERT for emotion recognition (dair-ai/emotion) with PyTorch Lightning.
+"""Fine-tune DistilBERT for emotion recognition (dair-ai/emotion) with PyTorch Lightning, and use the result:
+
+    from emotion_lightning import EmotionPredictor
+    EmotionPredictor.from_checkpoint("runs/offline/version_0/checkpoints/best.ckpt")(["I passed my exam!"])
+
+    EmotionPredictor   classify texts with a trained model (a checkpoint fit wrote, or a folder export wrote)
+    EmotionClassifier  the LightningModule: DistilBERT (or another encoder) with a classification head
+    EmotionDataModule  the LightningDataModule: the splits, tokenized as its model tokenizes
+    LABELS             the label names, in the dataset's id order
+    main               the command line, ``emotion-lightning``
+
+Train with ``emotion-lightning fit -c reference`` (the command line, :func:`main`), or from Python with
+:class:`EmotionClassifier` and :class:`EmotionDataModule` in a Lightning ``Trainer``. The labels, in the dataset's id
+order, are :data:`LABELS`. The rest (callbacks, checkpoint IO, export) is importable from its module:
+``emotion_lightning.callbacks``, ``emotion_lightning.checkpoints``, ``emotion_lightning.export``.
 
 The public names load on first use, so that ``import emotion_lightning`` (and ``emotion-lightning --help``)
 does not import torch and Lightning until they are needed.
@@ -10,14 +24,18 @@ import importlib
 
 __version__ = "0.2.0"
 
-# Public name -> the module that defines it.
+# Public name -> the module that defines it: what a user calls.
 _PUBLIC = {
-    "LABELS": "emotion_lightning.data",
-    "EmotionDataModule": "emotion_lightning.data",
-    "EmotionClassifier": "emotion_lightning.model",
     "EmotionPredictor": "emotion_lightning.predictor",
     "Prediction": "emotion_lightning.predictor",
+    "EmotionClassifier": "emotion_lightning.model",
+    "EmotionDataModule": "emotion_lightning.data",
+    "LABELS": "emotion_lightning.data",
     "EmotionLightningError": "emotion_lightning.errors",
+    "main": "emotion_lightning.cli",
+}
+# Importable from here as before, but documented in their own modules.
+_FORMERLY_PUBLIC = {
     "PredictionWriter": "emotion_lightning.callbacks",
     "NonFiniteLossGuard": "emotion_lightning.callbacks",
     "ResumeCheckpoint": "emotion_lightning.callbacks",
@@ -27,13 +45,14 @@ _PUBLIC = {
     "export_onnx": "emotion_lightning.export",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = list(_PUBLIC)
 
 
 def __getattr__(name: str):
-    if name not in _PUBLIC:
+    module = _PUBLIC.get(name) or _FORMERLY_PUBLIC.get(name)
+    if module is None:
         raise AttributeError(f"module 'emotion_lightning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

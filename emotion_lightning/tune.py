@@ -151,6 +151,18 @@ def read_space(name: str) -> dict[str, dict]:
     return space
 
 
+def without_typed_settings(space: dict[str, dict], args: list[str], where: str) -> dict[str, dict]:
+    """The search space less the settings typed on the command line (``--trainer.max_epochs 1``): the user's value
+    holds in every trial, said in one line each; the study is of what is left."""
+    typed = {arg[2:].partition("=")[0] for arg in args if arg.startswith("--")}
+    for name in sorted(typed & set(space)):
+        say(f"{name}: the value given on the command line, in every trial (not searched, though {where} has it)")
+    left = {name: spec for name, spec in space.items() if name not in typed}
+    if not left:
+        raise TuneError(f"every parameter of the search space {where} is given on the command line: nothing to search")
+    return left
+
+
 def _problems(name: object, spec: object) -> list[str]:
     import lightning as L
 
@@ -325,6 +337,7 @@ def main(args: list[str]) -> None:
         raise TuneError("tune needs Optuna: pip install 'emotion-lightning[tune]' (or pip install optuna)") from None
     settings, fit_config = parse(args)
     space = read_space(settings.space)
+    space = without_typed_settings(space, args[1:], settings.space)
     # Optuna's own lines about a failed trial carry its traceback; the tuner says each failure in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # The heartbeat (how a stopped tuner's trial is found) is marked experimental: nothing for the user to do.

@@ -50,7 +50,9 @@ def _entries(text: str) -> list[tuple[str, str]]:
             current = [name if name.startswith("-") else name.upper(), help_text.strip()]
             entries.append(current)
         elif current is not None and line.startswith("    ") and line.strip():
-            current[1] = f"{current[1]} {line.strip()}".strip()
+            # argparse wraps a line after a hyphen too (dair-/ai/emotion): no space is put back there.
+            joint = "" if current[1].endswith("-") else " "
+            current[1] = f"{current[1]}{joint}{line.strip()}".strip()
         else:
             current = None
     return [tuple(entry) for entry in entries]

@@ -323,3 +323,88 @@ def test_a_mistyped_setting_is_one_line_before_anything_heavy_is_imported(tmp_pa
         "config file"
     )
     assert lines[2].startswith("emotion-lightning: error: unknown setting --tune.trial (did you mean --tune.trials?)")
+
+
+# -- where a newcomer strays from the README -------------------------------------------------------------------------
+
+
+def one_line_error(args: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    message = str(exit_info.value.code)
+    assert "\n" not in message
+    return message.removeprefix("emotion-lightning: error: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("texts.csv", 'text,label\n"I passed my exam, at last!",joy\ni am so sad,sadness\n'),
+        ("texts.jsonl", '{"text": "I passed my exam, at last!", "label": "joy"}\n{"text": "i am so sad"}\n'),
+        ("texts.txt", "I passed my exam, at last!;joy\ni am so sad;sadness\n"),  # the dataset's own format
+    ],
+)
+def test_predict_reads_a_file_by_its_text_column_as_fit_does(name, content, tiny_checkpoint, fit_args, tmp_path):
+    texts_file = tmp_path / name
+    texts_file.write_text(content)
+    output = tmp_path / "out.csv"
+    main(
+        ["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--data.predict_file", str(texts_file)]
+        + ["--prediction_writer.output_file", str(output)]
+    )
+    import csv
+
+    with output.open(newline="") as file:
+        assert [row["text"] for row in csv.DictReader(file)] == ["I passed my exam, at last!", "i am so sad"]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_an_evaluation_says_the_precision_it_ran_in(precision, tiny_checkpoint, fit_args, capsys):
+    # One file scored 0.9225 in 32-true (test -c offline) and 0.9220 in bf16 (validate -c reference -c offline).
+    main(["validate", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--trainer.precision", precision])
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("val/acc ")]
+    assert said and f" (in {precision}); the reports" in said[0]
+
+
+def test_a_mistyped_recipe_or_checkpoint_word_gets_the_closest_name(tiny_checkpoint, fit_args):
+    assert one_line_error(["fit", "-c", "refrence"]) == (
+        "-c / --config: File does not exist: 'refrence' (did you mean reference, a shipped recipe? "
+        "`emotion-lightning fit --help` names them)"
+    )
+    assert one_line_error(["predict", *fit_args, "--ckpt_path", "bestt", "--text", "i am glad"]) == (
+        "--ckpt_path bestt: no such file; did you mean best? (the best val/acc of the runs under "
+        "trainer.default_root_dir)"
+    )
+
+
+def test_help_of_the_package_starts_with_how_to_use_it_and_shows_no_internals():
+    import pydoc
+
+    import emotion_lightning
+
+    shown = pydoc.render_doc(emotion_lightning, renderer=pydoc.plaintext)
+    first = "\n".join(shown.splitlines()[:20])
+    assert "EmotionPredictor.from_checkpoint(" in first and "EmotionClassifier  the LightningModule" in first
+    assert emotion_lightning.__all__[:1] == ["EmotionPredictor"]
+    for internal in ("AtomicCheckpointIO", "NonFiniteLossGuard", "ResumeCheckpoint", "PredictionWriter"):
+        assert f"class {internal}" not in shown
+    # The rest is Lightning's own documentation of the two Lightning classes' inherited methods (4,308 lines before).
+    assert len(shown.splitlines()) < 3_500
+    from emotion_lightning import ResumeCheckpoint  # still importable, as before
+
+    assert ResumeCheckpoint.__module__ == "emotion_lightning.callbacks.resume"
+
+
+def test_training_from_python_is_as_quiet_as_the_command_line(tiny_distilbert, data_dir, tmp_path):
+    script = (
+        "import lightning as L\n"
+        "from emotion_lightning import EmotionClassifier, EmotionDataModule\n"
+        f"model = EmotionClassifier(backbone={str(tiny_distilbert)!r})\n"
+        f"data = EmotionDataModule(data_dir={str(data_dir)!r}, batch_size=8)\n"
+        "L.Trainer(max_steps=2, accelerator='cpu', enable_progress_bar=False, enable_model_summary=False,"
+        f" default_root_dir={str(tmp_path)!r}).fit(model, data)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for notice in ("LOAD REPORT", "newly initialized", "Loading weights", "Tip:", "tensorboardX", "GPU available"):
+        assert notice not in done.stderr, done.stderr

@@ -63,7 +63,16 @@ def run_command(command: str, folder: Path, tiny_bert: Path) -> None:
         subprocess.run(command, shell=True, cwd=folder, check=True, timeout=60)
         return
     if words[1] in ("fit", "tune"):
-        words += ["--model.backbone", str(tiny_bert), "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "5"]
+        # One epoch each; the README's `--ckpt_path last` continues that fit for one more (a finished run is refused).
+        epochs = "2" if "last" in words else "1"
+        words += [
+            "--model.backbone",
+            str(tiny_bert),
+            "--trainer.max_epochs",
+            epochs,
+            "--trainer.log_every_n_steps",
+            "5",
+        ]
     if words[1] == "tune":
         words += ["--tune.trials", "1"]
     here = Path.cwd()

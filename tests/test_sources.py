@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from emotion_lightning.data import LABELS
 from emotion_lightning.sources import DataFileError, find_split_files, read_predict_file
 from tests.conftest import read_split
 
@@ -105,3 +106,23 @@ def test_empty_predict_file_is_a_clear_error(tmp_path):
     path.write_text("\n  \n")
     with pytest.raises(DataFileError, match="no text to classify"):
         read_predict_file(path)
+
+
+def test_a_predict_file_of_text_label_lines_is_read_as_such_and_only_then(tmp_path):
+    labelled = tmp_path / "labelled.txt"
+    labelled.write_text("i feel sad;sadness\ni am glad; really;joy\n\nso angry;3\n")
+    assert read_predict_file(labelled, LABELS) == ["i feel sad", "i am glad; really", "so angry"]
+    mixed = tmp_path / "mixed.txt"  # one line that does not end in a label: every line is a text as it is
+    mixed.write_text("i feel sad;sadness\nwinking;)\n")
+    assert read_predict_file(mixed, LABELS) == ["i feel sad;sadness", "winking;)"]
+
+
+def test_a_predict_file_in_a_table_format_is_read_by_its_text_column(tmp_path):
+    table = tmp_path / "texts.csv"
+    table.write_text('id,text\n1,"hello, world"\n2,  \n')
+    with pytest.raises(DataFileError, match=r"texts.csv, line 3: empty text"):
+        read_predict_file(table, LABELS)
+    no_column = tmp_path / "other.csv"
+    no_column.write_text("id,sentence\n1,hello\n")
+    with pytest.raises(DataFileError, match=r"other.csv, line 1: CSV header must have columns text, got"):
+        read_predict_file(no_column, LABELS)

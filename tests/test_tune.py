@@ -30,9 +30,12 @@ def space(tmp_path) -> Path:
 
 
 def tune_args(tiny_distilbert, data_dir, tmp_path, *extra) -> list[str]:
+    fit_args = tiny_training_args(tiny_distilbert, data_dir, epochs=1)
+    at = fit_args.index("--model.learning_rate")
+    del fit_args[at : at + 2]  # searched: a setting typed on the command line would hold in every trial
     return [
         "tune",
-        *tiny_training_args(tiny_distilbert, data_dir, epochs=1),
+        *fit_args,
         *quiet_run_args(tmp_path / "unused"),
         "--tune.output",
         str(tmp_path / "tune"),
@@ -157,6 +160,9 @@ def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_study_goes_on(
     space = tmp_path / "space.yaml"
     space.write_text(parameter + "\n")
     args = tune_args(tiny_distilbert, data_dir, tmp_path, "--tune.space", str(space), "--tune.trials", "5")
+    searched = parameter.partition(":")[0]
+    if f"--{searched}" in args:  # a typed value would hold in every trial: the one searched is left to the space
+        del args[args.index(f"--{searched}") : args.index(f"--{searched}") + 2]
     message = error_line([*args, "--tune.max_failures", "2"])
     assert message.startswith("2 trials in a row failed (--tune.max_failures), the study stops; the last: ")
     assert reason in message
@@ -283,3 +289,15 @@ def test_every_problem_of_a_space_is_said_one_line_each(tiny_distilbert, data_di
     lines = exit_info.value.code.splitlines()
     assert lines[0] == "emotion-lightning: error: the search space cannot be used:"
     assert [line.split(": ")[1] for line in lines[1:]] == ["model.learning_rate", "data.batch_size", "model.nope"]
+
+
+def test_a_setting_typed_on_the_command_line_holds_in_every_trial(tiny_distilbert, data_dir, tmp_path, space, capsys):
+    # The search space has model.learning_rate and model.warmup_ratio; the user gives the learning rate.
+    args = tune_args(tiny_distilbert, data_dir, tmp_path, "--tune.trials", "2", "--tune.space", str(space))
+    main([*args, "--model.learning_rate", "5e-3"])
+    said = "model.learning_rate: the value given on the command line, in every trial (not searched, though"
+    assert f"{said} {space} has it)" in capsys.readouterr().err
+    study = tmp_path / "tune" / "emotion-lightning"
+    preset = yaml.safe_load((study / "best.yaml").read_text())
+    assert "learning_rate" not in preset.get("model", {}) and "warmup_ratio" in preset["model"]
+    assert yaml.safe_load((study / "fit-config.yaml").read_text())["model"]["learning_rate"] == 5e-3

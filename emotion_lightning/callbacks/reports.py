@@ -195,7 +195,11 @@ class EvaluationReports(Callback):
             suffix = evaluation.write_files(folder, stage)
             accuracy = evaluation.report["accuracy"]
             reports = f"{folder / stage}_*{suffix}.*"
-            say(f"{stage}/acc {accuracy:.4f}; the reports (per class, mistakes, confusion matrix): {reports}")
+            # The precision it ran in: one file gets slightly different scores in 32-true and in bf16-mixed.
+            say(
+                f"{stage}/acc {accuracy:.4f} (in {trainer.precision}); the reports (per class, mistakes, confusion "
+                f"matrix): {reports}"
+            )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 evaluation.log_to_wandb(logger, stage, trainer.global_step)

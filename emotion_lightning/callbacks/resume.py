@@ -102,8 +102,8 @@ class ResumeCheckpoint(Checkpoint):
         every_n_train_steps: save ``last.ckpt`` every this many optimizer steps; None: only at
             validation ends (the checkpoint callback) and on SIGTERM.
         save_on_sigterm: save ``last.ckpt`` when the process receives SIGTERM.
-        keep_last_after_fit: keep ``last.ckpt`` (weights and optimizer state: three times ``best.ckpt``) once
-            the fit has finished; false removes it then, where a ``best.ckpt`` holds the weights.
+        keep_last_after_fit: keep ``last.ckpt`` once the fit has finished (three times the size of ``best.ckpt``);
+            false removes it then, where a ``best.ckpt`` holds the weights.
     """
 
     def __init__(
