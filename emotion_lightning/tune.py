@@ -509,9 +509,12 @@ def _plots(study, folder: Path, completed: int) -> None:
         if name == "val_acc_by_trial.png":
             axes.set_ylabel("best val/acc of the trial")
         else:  # from a handful of trials, importances are mostly noise
+            # In Optuna's own place for a title (left): a centred one was drawn over it.
             axes.set_title(
-                f"Importance for val/acc, from {completed} completed trials"
-                + (" (few: a rough guide)" if completed < 10 else "")
+                f"Importance for val/acc\nfrom {completed} completed trials"
+                + (" (few: a rough guide)" if completed < 10 else ""),
+                loc="left",
+                fontsize=10,
             )
         axes.figure.tight_layout()
         image = io.BytesIO()

@@ -184,12 +184,11 @@ def write_curves(folder: Path) -> Path | None:
         return [x for x, _ in points], [y for _, y in points]
 
     figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
-    loss.plot(*series("train/loss", "step"), label="train/loss (by step)", alpha=0.6)
-    loss.set_xlabel("step")
-    epochs = loss.twiny()
-    epochs.plot(*series("val/loss", "epoch"), "o-", color="tab:red", label="val/loss (by epoch)")
-    epochs.set_xlabel("epoch")
-    loss.legend(loc="upper left"), epochs.legend(loc="upper right")
+    loss.plot(*series("train/loss", "step"), label="train/loss", alpha=0.6)
+    # At the step it was measured (the end of its epoch), on the training loss's axis: a second axis of epochs drew
+    # epoch 1's validation at step 0.
+    loss.plot(*series("val/loss", "step"), "o-", color="tab:red", label="val/loss (each validation)")
+    loss.set_xlabel("step"), loss.legend()
     accuracy.plot(*series("val/acc", "epoch"), "o-", label="val/acc")
     accuracy.plot(*series("train/acc", "epoch"), "s--", label="train/acc")
     accuracy.set_xlabel("epoch"), accuracy.set_ylabel("accuracy"), accuracy.legend()
