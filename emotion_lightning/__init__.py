@@ -7,6 +7,7 @@
     EmotionClassifier  the LightningModule: DistilBERT (or another encoder) with a classification head
     EmotionDataModule  the LightningDataModule: the splits, tokenized as its model tokenizes
     LABELS             the label names, in the dataset's id order
+    fit_callbacks      the callbacks the command line trains with, for a Trainer of your own
     main               the command line, ``emotion-lightning``
 
 Train with ``emotion-lightning fit -c reference`` (the command line, :func:`main`), or from Python with
@@ -32,6 +33,7 @@ _PUBLIC = {
     "EmotionDataModule": "emotion_lightning.data",
     "LABELS": "emotion_lightning.data",
     "EmotionLightningError": "emotion_lightning.errors",
+    "fit_callbacks": "emotion_lightning.callbacks",
     "main": "emotion_lightning.cli",
 }
 # Importable from here as before, but documented in their own modules.

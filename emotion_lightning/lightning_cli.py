@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from emotion_lightning import run_logging, runs
 from emotion_lightning.callbacks import (
+    BEST_CHECKPOINT_SETTINGS,
     BarWithLoss,
     EvaluationReports,
     LineProgress,
@@ -106,21 +107,7 @@ class EmotionCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/acc",
-                "checkpoint.mode": "max",
-                "checkpoint.save_top_k": 1,
-                # last.ckpt is kept by ResumeCheckpoint ("resume"), at every validation end.
-                "checkpoint.save_last": False,
-                "checkpoint.filename": "best",
-                "checkpoint.auto_insert_metric_name": False,
-                "checkpoint.enable_version_counter": False,
-                # best.ckpt is for evaluating, predicting and exporting: weights, settings and tokenizer, a third
-                # of the size with the optimizer's state (resuming uses last.ckpt, which has everything).
-                "checkpoint.save_weights_only": True,
-            }
-        )
+        parser.set_defaults({f"checkpoint.{name}": value for name, value in BEST_CHECKPOINT_SETTINGS.items()})
         parser.add_lightning_class_args(ResumeCheckpoint, "resume")
         parser.add_lightning_class_args(NonFiniteLossGuard, "loss_guard")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")

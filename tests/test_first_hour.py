@@ -395,16 +395,25 @@ def test_help_of_the_package_starts_with_how_to_use_it_and_shows_no_internals():
     assert ResumeCheckpoint.__module__ == "emotion_lightning.callbacks.resume"
 
 
-def test_training_from_python_is_as_quiet_as_the_command_line(tiny_distilbert, data_dir, tmp_path):
+def test_training_from_python_is_as_quiet_as_the_command_line_and_keeps_its_checkpoints(
+    tiny_distilbert, data_dir, tmp_path
+):
     script = (
         "import lightning as L\n"
-        "from emotion_lightning import EmotionClassifier, EmotionDataModule\n"
+        "from emotion_lightning import EmotionClassifier, EmotionDataModule, fit_callbacks\n"
         f"model = EmotionClassifier(backbone={str(tiny_distilbert)!r})\n"
         f"data = EmotionDataModule(data_dir={str(data_dir)!r}, batch_size=8)\n"
-        "L.Trainer(max_steps=2, accelerator='cpu', enable_progress_bar=False, enable_model_summary=False,"
-        f" default_root_dir={str(tmp_path)!r}).fit(model, data)\n"
+        "L.Trainer(max_epochs=1, accelerator='cpu', enable_progress_bar=False, enable_model_summary=False,"
+        f" default_root_dir={str(tmp_path)!r}, callbacks=fit_callbacks()).fit(model, data)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for notice in ("LOAD REPORT", "newly initialized", "Loading weights", "Tip:", "tensorboardX", "GPU available"):
         assert notice not in done.stderr, done.stderr
+    # Named as the command line names them, in the log folder: `runs` lists them.
+    from emotion_lightning.runs import describe_runs
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    listed = describe_runs(tmp_path / "lightning_logs").splitlines()[1]
+    assert listed.split()[0] == str(run) and "best.ckpt, last.ckpt" in listed and listed.split()[1] != "-"

@@ -15,7 +15,36 @@ from emotion_lightning.callbacks.reports import EvaluationReports
 from emotion_lightning.callbacks.resume import ResumeCheckpoint, model_checkpoint
 from emotion_lightning.callbacks.stop_together import StoppedTogether, StopTogether
 
+# How the best checkpoint is kept: `checkpoints/best.ckpt`, by val/acc, the weights only (best.ckpt is for evaluating,
+# predicting and exporting: weights, settings and tokenizer, a third of the size with the optimizer's state; resuming
+# uses last.ckpt, kept by ResumeCheckpoint at every validation end). The command line's defaults and fit_callbacks().
+BEST_CHECKPOINT_SETTINGS = {
+    "monitor": "val/acc",
+    "mode": "max",
+    "save_top_k": 1,
+    "save_last": False,
+    "filename": "best",
+    "auto_insert_metric_name": False,
+    "enable_version_counter": False,
+    "save_weights_only": True,
+}
+
+
+def fit_callbacks() -> list:
+    """The callbacks ``emotion-lightning fit`` trains with, for a ``Trainer`` of your own: ``best.ckpt`` and
+    ``last.ckpt`` named as the command line names them (in ``<log dir>/checkpoints``, which ``emotion-lightning runs``
+    lists), ``last.ckpt`` on SIGTERM and Ctrl-C, and a NaN loss stopped before it reaches the weights::
+
+        L.Trainer(max_epochs=3, callbacks=fit_callbacks()).fit(model, data)
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return [ModelCheckpoint(**BEST_CHECKPOINT_SETTINGS), ResumeCheckpoint(), NonFiniteLossGuard()]
+
+
 __all__ = [
+    "BEST_CHECKPOINT_SETTINGS",
+    "fit_callbacks",
     "BarWithLoss",
     "EvaluationReports",
     "LineProgress",
