@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -222,9 +221,8 @@ class ResumeCheckpoint(Checkpoint):
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if self._trainer is None or self._trainer.is_global_zero:
             # Not through logging: a handler may interrupt the logging module while it holds its lock.
-            os.write(
-                sys.stderr.fileno(), b"\nCtrl-C: stopping after this batch to save last.ckpt (Ctrl-C again: now)\n"
-            )
+            # File descriptor 2: sys.stderr may have none (a test's capture).
+            os.write(2, b"\nCtrl-C: stopping after this batch to save last.ckpt (Ctrl-C again: now)\n")
         os.kill(os.getpid(), signal.SIGTERM)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
