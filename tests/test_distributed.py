@@ -146,16 +146,6 @@ def predict_args(checkpoint: Path, texts_file: Path, output: Path, root: Path) -
     ]
 
 
-@pytest.fixture(scope="module")
-def reference_predictions(tiny_checkpoint, many_texts, tmp_path_factory) -> str:
-    """The output of one process predicting the 200 texts, uninterrupted."""
-    folder = tmp_path_factory.mktemp("reference")
-    output = folder / "reference.csv"
-    done = cli_subprocess("predict", *ONE_PROCESS, *predict_args(tiny_checkpoint, many_texts[0], output, folder))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return output.read_text()
-
-
 class DistributedRun:
     """A 2-process command started as a terminal starts it (its own process group), its processes found by PID."""
 
@@ -205,61 +195,70 @@ def wait_for_rows(part_files: str, folder: Path, rows: int, seconds: float = 120
     pytest.fail(f"the parts never held {rows} predictions: {[p.name for p in folder.glob(part_files)]}")
 
 
-@pytest.mark.parametrize(("signal_name", "status"), [("SIGTERM", 143), ("SIGKILL", 1)])
-def test_a_stopped_process_of_a_distributed_predict_stops_both_and_the_same_command_finishes(
-    signal_name, status, tiny_checkpoint, many_texts, reference_predictions, tmp_path
+def read_output(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def wait_for_rows_of(part: Path, rows: int, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while len(part.read_text().splitlines()) <= rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_a_sigterm_to_one_process_of_a_distributed_predict_stops_both_and_the_same_command_finishes(
+    tiny_checkpoint, many_texts, tmp_path
 ):
     texts_file, texts = many_texts
     output = tmp_path / "out.csv"
     args = ["predict", *predict_args(tiny_checkpoint, texts_file, output, tmp_path)]
     run = DistributedRun(*args, "--trainer.callbacks+=mishaps.SlowBatches", "--trainer.callbacks.seconds=0.3")
     rank_1 = run.second_process()
-    wait_for_rows("out.csv.*.part*", tmp_path, rows=8)
-    os.kill(rank_1, getattr(signal, signal_name))  # kill -TERM PID / kill -9 PID of one process
+    wait_for_rows("out.csv.*.part*", tmp_path, rows=4)  # both are predicting
+    os.kill(rank_1, signal.SIGTERM)  # kill -TERM PID, of one process
     code, seconds = run.wait(60)
+    assert code == 143 and seconds < 30, run.stderr[-3000:]
+    assert not process_alive(rank_1) and not output.exists()
+    # Each process says what it kept; the other was passed the SIGTERM.
+    assert (
+        "\nReceived SIGTERM: stopped after" in run.stderr and "\nRank 1: Received SIGTERM: stopped after" in run.stderr
+    )
 
-    assert code == status, run.stderr[-3000:]
-    assert seconds < 30 and not process_alive(rank_1)
-    (kept,) = {len(part.read_text().splitlines()) - 1 for part in tmp_path.glob("out.csv.*.part0")}
-    if signal_name == "SIGTERM":  # each process says what it kept
-        assert "\nReceived SIGTERM: stopped after" in run.stderr
-        assert "\nRank 1: Received SIGTERM: stopped after" in run.stderr
-    else:
-        assert f"Rank 1 (process {rank_1}) is gone: stopped after {kept} predictions" in run.stderr
-    assert not output.exists() and 8 <= kept < len(texts) // 2
-
-    # The same command (and with one process: any number) predicts only what is left, and writes every text once.
-    again = cli_subprocess(*args, *(TWO_PROCESSES if signal_name == "SIGTERM" else ONE_PROCESS))
+    # The same command predicts only what is left, and writes every text once, in input order.
+    again = cli_subprocess(*args, *TWO_PROCESSES)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Continuing a stopped prediction" in again.stderr
-    assert output.read_text() == reference_predictions
+    assert [row["text"] for row in read_output(output)] == texts
     assert not list(tmp_path.glob("out.csv.*"))
 
 
-def test_a_process_killed_while_the_other_waits_at_the_end_ends_that_one_too(tiny_checkpoint, many_texts, tmp_path):
+def test_a_process_killed_while_the_other_waits_at_the_end_stops_it_and_one_process_finishes(
+    tiny_checkpoint, many_texts, tmp_path
+):
     texts_file, texts = many_texts
     output = tmp_path / "out.csv"
-    slow_rank_1 = [
-        "--trainer.callbacks+=mishaps.SlowBatches",
-        "--trainer.callbacks.seconds=1",
-        "--trainer.callbacks.rank=1",
-    ]
-    run = DistributedRun("predict", *predict_args(tiny_checkpoint, texts_file, output, tmp_path), *slow_rank_1)
+    args = ["predict", *predict_args(tiny_checkpoint, texts_file, output, tmp_path)]
+    slow_rank_1 = ["--trainer.callbacks+=mishaps.SlowBatches", "--trainer.callbacks.seconds=1"]
+    run = DistributedRun(*args, *slow_rank_1, "--trainer.callbacks.rank=1")
     rank_1 = run.second_process()
     wait_for_rows("out.csv.*.part*", tmp_path, rows=1)
     (part_0,) = tmp_path.glob("out.csv.*.part0")
-    deadline = time.monotonic() + 120
-    while len(part_0.read_text().splitlines()) <= len(texts) // 2 and time.monotonic() < deadline:
-        time.sleep(0.1)  # rank 0 has predicted its share and waits for rank 1 to end
+    wait_for_rows_of(part_0, len(texts) // 2)  # rank 0 has predicted its share: it waits for rank 1 at the end
     time.sleep(1)
-    os.kill(rank_1, signal.SIGKILL)
+    os.kill(rank_1, signal.SIGKILL)  # kill -9 PID
     code, seconds = run.wait(60)
     assert code == 1 and seconds < 30, run.stderr[-3000:]
     assert f"Rank 1 (process {rank_1}) is gone: stopped after {len(texts) // 2} predictions" in run.stderr
     assert "Traceback" not in run.stderr
 
+    # The same command on one process (any number) predicts what rank 1 left, and writes every text once, in order.
+    again = cli_subprocess(*args, *ONE_PROCESS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [row["text"] for row in read_output(output)] == texts
+    assert not list(tmp_path.glob("out.csv.*"))
 
-def test_a_sigterm_to_one_process_of_a_distributed_test_stops_both(uneven_data, tiny_checkpoint, tmp_path):
+
+def test_a_killed_process_of_a_distributed_test_stops_the_other(uneven_data, tiny_checkpoint, tmp_path):
     folder, _ = uneven_data
     marks = tmp_path / "batches"
     slow = ["--trainer.callbacks+=mishaps.SlowBatches", "--trainer.callbacks.seconds=1"]
@@ -280,11 +279,10 @@ def test_a_sigterm_to_one_process_of_a_distributed_test_stops_both(uneven_data, 
     deadline = time.monotonic() + 120
     while not all(Path(f"{marks}.{rank}").is_file() for rank in (0, 1)) and time.monotonic() < deadline:
         time.sleep(0.1)  # both are testing, a text a second
-    os.kill(rank_1, signal.SIGTERM)
+    os.kill(rank_1, signal.SIGKILL)
     code, seconds = run.wait(60)
-    assert code == 143 and seconds < 30, run.stderr[-3000:]
-    assert "Received SIGTERM: test stopped; run the same command again" in run.stderr
-    assert "Rank 1: Received SIGTERM: test stopped" in run.stderr
+    assert code == 1 and seconds < 30, run.stderr[-3000:]
+    assert f"Rank 1 (process {rank_1}) is gone: test stopped; run the same command again" in run.stderr
 
 
 def test_fewer_texts_than_processes(tiny_checkpoint, tmp_path):
