@@ -115,7 +115,7 @@ def test_resume_without_any_checkpoint_starts_from_scratch(resume_args, uninterr
 
 def test_ctrl_c_keeps_the_work_and_last_continues_this_run_never_a_finished_one(resume_args, uninterrupted, tmp_path):
     # A finished run of other settings, newer than nothing but there: --ckpt_path last must not take it.
-    other = fit([*resume_args, "--model.learning_rate", "1e-2", "--trainer.max_epochs", "1"], tmp_path)
+    other = fit([*resume_args, "--model.learning_rate", "1e-2", "--trainer.max_steps", "2"], tmp_path)
     assert other.returncode == 0, other.stderr[-3000:]
     ctrl_c = stop_at(4, "--trainer.callbacks.signal_name=SIGINT", "--trainer.callbacks.to_group=true")
     stopped = fit(resume_args, tmp_path, *ctrl_c)
