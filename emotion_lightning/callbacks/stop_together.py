@@ -93,12 +93,15 @@ class StopTogether(Callback):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
 
-    def _gone_peer(self) -> tuple[int, int] | None:
-        return next(((rank, pid) for rank, pid in self._peers if not process_alive(pid)), None)
+    def _look_for_a_gone_peer(self) -> None:
+        """Take a peer that no longer runs as the reason to stop, unless there is one already."""
+        if self._reason is None:
+            gone = next(((rank, pid) for rank, pid in self._peers if not process_alive(pid)), None)
+            if gone is not None:
+                self._reason, self._code = f"Rank {gone[0]} (process {gone[1]}) is gone", PEER_GONE_STATUS
 
     def _stop_if_asked(self, trainer: L.Trainer, *args) -> None:
-        if self._reason is None and (gone := self._gone_peer()):
-            self._reason, self._code = f"Rank {gone[0]} (process {gone[1]}) is gone", PEER_GONE_STATUS
+        self._look_for_a_gone_peer()
         if self._reason is not None:
             raise StoppedTogether(self._reason, self._code)
 
@@ -113,11 +116,10 @@ class StopTogether(Callback):
         if not isinstance(exception, RuntimeError) or not self._peers:
             return None
         deadline = time.monotonic() + PEER_GONE_WAIT_SECONDS
+        self._look_for_a_gone_peer()
         while self._reason is None and time.monotonic() < deadline:
-            if gone := self._gone_peer():
-                self._reason, self._code = f"Rank {gone[0]} (process {gone[1]}) is gone", PEER_GONE_STATUS
-            else:
-                time.sleep(0.1)
+            time.sleep(0.1)
+            self._look_for_a_gone_peer()
         return StoppedTogether(self._reason, self._code) if self._reason is not None else None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
