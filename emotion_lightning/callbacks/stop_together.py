@@ -15,7 +15,8 @@ validate, test or predict (not of a fit's validation: that is the training loop'
   in one line, not as a traceback.
 
 Peers on other machines cannot be looked at from here: there, the job's launcher (torchrun, SLURM) ends the job when
-one of its processes dies, and the collectives fail on the closed connection.
+one of its processes dies, and the collectives fail on the closed connection. The SIGTERM handler is taken over at the
+start of the evaluation loop: a SIGTERM in the second before it (Lightning's handler is in place) is Lightning's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import time
 
 import lightning as L
@@ -78,6 +80,24 @@ class StopTogether(Callback):
                 for rank, (host, pid) in enumerate(everyone)
                 if host == me[0] and rank != trainer.global_rank
             ]
+            for _, pid in self._peers:
+                self._collect_when_it_ends(pid)
+
+    def _collect_when_it_ends(self, pid: int) -> None:
+        """Where a peer is this process's child (Lightning started it), wait for it in a thread of its own, so that
+        its end is collected the moment it comes. Lightning's launcher otherwise looks every 5 s and, finding a
+        child that ended with a status other than 0, SIGKILLs this process too, which then cannot say what it kept.
+        (A child collected here is one it finds ended with 0.)"""
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not a child of this process: process_alive sees its end
+
+        def collect() -> None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+        threading.Thread(target=collect, name=f"collect-rank-process-{pid}", daemon=True).start()
 
     def _take_over_sigterm(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has put its handler in place by now (and puts back the one before it at the end).
