@@ -64,11 +64,16 @@ def test_a_study_of_fits_writes_a_preset_that_composes(tiny_distilbert, data_dir
     assert f"learning_rate: {preset['model']['learning_rate']}" in capsys.readouterr().out
 
 
-def test_the_shipped_search_space_runs(tiny_distilbert, data_dir, tmp_path):
-    main(
-        tune_args(tiny_distilbert, data_dir, tmp_path, "--tune.trials", "1", "--tune.space", str(CONFIGS / "tune.yaml"))
-    )
+def test_the_shipped_search_space_runs_with_the_users_max_epochs(tiny_distilbert, data_dir, tmp_path, capsys):
+    shipped = CONFIGS / "tune.yaml"  # it searches trainer.max_epochs in 2..4; the tiny fit types --trainer.max_epochs 1
+    main(tune_args(tiny_distilbert, data_dir, tmp_path, "--tune.trials", "1", "--tune.space", str(shipped)))
     assert [state for _, state in finished_trials(tmp_path / "tune" / "study.db")] == ["COMPLETE"]
+    said = capsys.readouterr().err
+    for typed in ("trainer.max_epochs", "data.batch_size"):
+        assert f"{typed}: the value given on the command line, in every trial (not searched, though {shipped}" in said
+    trial = yaml.safe_load((tmp_path / "tune" / "emotion-lightning" / "version_0" / "config.yaml").read_text())
+    assert (trial["trainer"]["max_epochs"], trial["data"]["batch_size"]) == (1, 8)
+    assert trial["model"]["learning_rate"] != 1e-3  # the trial's config: the searched values are in it
 
 
 @pytest.mark.slow
