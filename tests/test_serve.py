@@ -777,18 +777,25 @@ def test_a_killed_worker_answers_its_requests_503_at_once_and_is_started_again(t
     crashing = Server(tiny_checkpoint, "--precision", "32-true")
     try:
         [worker] = crashing.workers()
-        # The worker is stopped (SIGSTOP) so that the requests are surely in it when it is killed.
+        # The worker is stopped (SIGSTOP) so that the first batch is surely in it when it is killed. A request that
+        # reached the server after that batch was sent waits for the next worker: 200 from the one started again.
         os.kill(worker, signal.SIGSTOP)
+
+        def predict_and_time(text: str) -> tuple[int, dict, float]:
+            status, body = crashing.predict({"text": text})
+            return status, body, time.monotonic()
+
         with ThreadPoolExecutor(max_workers=8) as pool:
-            answers = [pool.submit(crashing.predict, {"text": TEXTS[i % 4]}) for i in range(8)]
+            answers = [pool.submit(predict_and_time, TEXTS[i % 4]) for i in range(8)]
             time.sleep(1.0)
             killed = time.monotonic()
             os.kill(worker, signal.SIGKILL)
             results = [answer.result() for answer in answers]
-            answered = time.monotonic() - killed
-        assert [status for status, _ in results] == [503] * 8
-        assert "the model worker stopped while predicting this request (killed by signal 9)" in results[0][1]["detail"]
-        assert answered < 3
+        in_the_killed_worker = [(body, at - killed) for status, body, at in results if status == 503]
+        assert in_the_killed_worker and {status for status, _, _ in results} <= {503, 200}, results
+        for body, answered in in_the_killed_worker:
+            assert "the model worker stopped while predicting this request (killed by signal 9)" in body["detail"]
+            assert answered < 3
         crashing.wait_until_ready()
         assert crashing.predict({"text": "i am glad"})[0] == 200
         [restarted] = crashing.workers()
