@@ -265,21 +265,23 @@ def read_predict_file(path: str | Path, labels: Sequence[str] = ()) -> list[str]
     else:
         lines = [(number, line) for number, line in iter_lines(path) if text_problem(line) is None]
         texts = [line for _, line in lines]
-        if lines and all(_has_label(line, labels) for _, line in lines):
+        words = _label_words(labels)
+        if lines and words and all(_ends_in_label(line, words) for _, line in lines):
             texts = [_check_text(line.rpartition(";")[0], path, number) for number, line in lines]
     if not texts:
         raise DataFileError(path, None, "no text to classify (the file is empty or only blank lines)")
     return texts
 
 
-def _has_label(line: str, labels: Sequence[str]) -> bool:
-    """Whether a line ends in ``;`` and a label name or id (a ``text;label`` line of a split file)."""
-    text, separator, label = line.rpartition(";")
-    if not separator or not labels:
-        return False
-    label = label.strip()
-    known = {name.lower() for name in labels} | {str(number) for number in range(len(labels))}
-    return label.lower() in known
+def _label_words(labels: Sequence[str]) -> frozenset[str]:
+    """What a ``text;label`` line may end in: a label's name (any case) or its id."""
+    return frozenset(name.lower() for name in labels) | {str(number) for number in range(len(labels))}
+
+
+def _ends_in_label(line: str, label_words: frozenset[str]) -> bool:
+    """Whether a line ends in ``;`` and one of ``label_words`` (a ``text;label`` line of a split file)."""
+    _, separator, label = line.rpartition(";")
+    return bool(separator) and label.strip().lower() in label_words
 
 
 def check_predict_file(path: str | Path | None) -> None:
