@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from emotion_lightning import sources, tokenization
 from emotion_lightning.console import quiet_libraries
 from emotion_lightning.errors import SettingError, check_at_least
-from emotion_lightning.packing import PackTexts, padded_lengths, should_pack
+from emotion_lightning.packing import padded_lengths, prediction_collate
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
     LengthSortedBatchSampler,
@@ -414,8 +414,9 @@ class EmotionDataModule(L.LightningDataModule):
         # Only training needs to resume mid-way; evaluation starts over and is deterministic anyway.
         loader_class = ResumableDataLoader if training else DataLoader
         collate = PadBatch(self.tokenizer, self.max_length, self.fixed_lengths)
-        if split == "predict" and self._packs():
-            collate = PackTexts(self.tokenizer.pad_token_id)
+        if split == "predict" and (trainer := self.trainer) is not None and trainer.lightning_module is not None:
+            model, device = trainer.lightning_module.model, trainer.strategy.root_device
+            collate = prediction_collate(collate, self.tokenizer.pad_token_id, model, device, self.pack_predictions)
         return loader_class(
             dataset,
             batch_sampler=batches,
@@ -438,13 +439,6 @@ class EmotionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", training=False)
-
-    def _packs(self) -> bool:
-        """``pack_predictions``, else packed on a CPU; always padded for a head that cannot be packed."""
-        trainer = self.trainer
-        if trainer is None or trainer.lightning_module is None:
-            return False
-        return should_pack(trainer.lightning_module.model, trainer.strategy.root_device, self.pack_predictions)
 
     def _predicted_before(self) -> set[int]:
         """The texts a stopped prediction into the same output already predicted, as its writer found them; asked

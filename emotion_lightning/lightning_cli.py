@@ -44,7 +44,7 @@ from emotion_lightning.console import COMMAND_STARTED, quiet_libraries, say, sho
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
-from emotion_lightning.precision import runnable_precision
+from emotion_lightning.precision import prediction_precision, runnable_precision
 from emotion_lightning.settings import parser_error, parser_rules, settings_named_in_help, take_texts
 from emotion_lightning.sources import check_predict_file
 
@@ -133,6 +133,8 @@ class EmotionCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         notes = []
+        if subcommand == "predict":
+            config.trainer.precision = prediction_precision(config.trainer.precision, config.trainer.accelerator)
         precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
         if message:
             config.trainer.precision = precision
@@ -183,6 +185,8 @@ class EmotionCLI(LightningCLI):
         described.append(f"val/acc {score:.4f}" if score is not None else "val/acc not recorded")
         say(f"Checkpoint {path} ({', '.join(described)})")
         settings = model_settings(self.checkpoint.contents)
+        if subcommand != "fit":  # how to run the trained model is this command's to say, not how it was trained
+            settings.pop("compile", None)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
     @staticmethod
@@ -252,6 +256,8 @@ class EmotionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if self.subcommand == "predict":
+            config.trainer.precision = prediction_precision(config.trainer.precision, config.trainer.accelerator)
         precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
         self.precision_note = message
         if message:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -25,10 +26,13 @@ from emotion_lightning.checkpoints import SCORE_CHECKPOINT_KEY, TOKENIZER_CHECKP
 from emotion_lightning.console import quiet_libraries
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
+from emotion_lightning.inference import ReducedPrecisionCopy, batch_device, check_compile_setting
 from emotion_lightning.packing import packed_logits
 
-# Below this top probability a prediction made under bf16 / fp16 autocast is redone in fp32 (see probabilities).
-REDO_IN_FP32_BELOW = 0.8
+# A prediction made in bf16 / fp16 whose two most likely labels are closer than this is redone in fp32 (see
+# probabilities): reduced precision moved a probability by at most 0.044 (2,000 validation texts, MiniLM, bf16), so
+# a label can change only where the first two are within about twice that.
+REDO_IN_FP32_WITHIN = 0.1
 
 
 class WeightedMean(MeanMetric):
@@ -56,8 +60,11 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: share of the training target spread over the other labels (the training loss only).
         freeze_word_embeddings: keep the word embeddings (half of DistilBERT's or MiniLM's weights) as
             pretrained. Faster steps; changes the recipe, so it is off in configs/reference.yaml.
-        compile: torch.compile the transformer (dynamic shapes). Faster steps once compiled, at the
-            cost of a compilation at the start (cached on disk by PyTorch for the next run).
+        compile: torch.compile: ``true`` compiles the transformer for training (dynamic shapes; faster steps once
+            compiled, at the cost of a compilation at the start, cached on disk by PyTorch for the next run) and
+            the copy of the weights that bf16 / fp16 prediction runs; ``auto`` compiles that copy only where it
+            was measured faster (:mod:`emotion_lightning.inference`), training not; ``false`` neither. For
+            validate, test and predict the command line's setting counts, not the checkpoint's.
         backbone_config: the backbone's architecture. Filled in from the pretrained model and
             saved in every checkpoint, so a checkpoint rebuilds the model without any download.
     """
@@ -72,7 +79,7 @@ class EmotionClassifier(L.LightningModule):
         max_length: int = 512,
         label_smoothing: float = 0.0,
         freeze_word_embeddings: bool = False,
-        compile: bool = False,
+        compile: bool | Literal["auto"] = "auto",
         backbone_config: dict | None = None,
     ):
         quiet_libraries()  # trained from Python too, without the notices the command line leaves out
@@ -99,6 +106,10 @@ class EmotionClassifier(L.LightningModule):
         self._tokenizer = None
         self._tokenizer_files = None  # the checkpoint's, once restored from them
         self._max_length: int | None = None
+        # Prediction under autocast runs a copy of the weights in its dtype (emotion_lightning.inference); whether
+        # that copy is compiled: auto, True or False (EmotionPredictor's and predict's `compile`).
+        self.inference_compile = check_compile_setting(compile, "model.compile")
+        self._inference_copy: ReducedPrecisionCopy | None = None
 
         metrics = MetricCollection(
             {
@@ -123,7 +134,7 @@ class EmotionClassifier(L.LightningModule):
         return model
 
     def configure_model(self) -> None:
-        if self.hparams.compile:
+        if self.hparams.compile is True:
             # In place, so that the weights keep their names in checkpoints.
             self.model.compile(dynamic=True)
 
@@ -226,16 +237,25 @@ class EmotionClassifier(L.LightningModule):
 
     def probabilities(self, batch: dict) -> torch.Tensor:
         """Class probabilities (fp32) of a padded batch (``input_ids``, ``attention_mask``) or a packed one
-        (``packed``), in the precision that runs; under bf16 or fp16 autocast the texts whose top probability is
-        below ``REDO_IN_FP32_BELOW`` are predicted again in fp32, the same way.
+        (``packed``), in the precision that runs. Under bf16 or fp16 autocast a copy of the weights in that dtype
+        predicts (:mod:`emotion_lightning.inference`), and the texts whose two most likely labels are within
+        ``REDO_IN_FP32_WITHIN`` of each other are predicted again in fp32, the same way: their label is fp32's.
 
-        Reduced precision moves a probability by 0.001 on average, but by up to 0.04 where the model
-        hesitates between two labels (7 of the 2,000 validation texts, MiniLM, bf16): those are redone.
+        Reduced precision moves a probability by 0.001 on average and by up to 0.044 (2,000 validation texts,
+        MiniLM, bf16); without the redo 3 of those 2,000 labels differed from fp32's, each where the first two
+        labels were within 0.01.
         """
-        probabilities = self._logits(batch).float().softmax(dim=-1)
-        device = probabilities.device.type
-        if torch.is_autocast_enabled(device):
-            unsure = probabilities.max(dim=-1).values < REDO_IN_FP32_BELOW
+        device = batch_device(batch).type
+        texts = len(batch["packed"].index) if "packed" in batch else len(batch["input_ids"])
+        reduced = torch.is_autocast_enabled(device) and texts > 0
+        if reduced:  # a copy of the weights in the autocast dtype, made once, rather than a cast of each at every call
+            probabilities = self._reduced_precision_copy(torch.get_autocast_dtype(device)).logits(batch)
+        else:
+            probabilities = self._logits(batch)
+        probabilities = probabilities.float().softmax(dim=-1)
+        if reduced:
+            first, second = probabilities.topk(2, dim=-1).values.unbind(dim=-1)
+            unsure = first - second < REDO_IN_FP32_WITHIN
             if unsure.any():
                 if "packed" in batch:
                     again = {"packed": batch["packed"].subset(unsure)}
@@ -244,6 +264,12 @@ class EmotionClassifier(L.LightningModule):
                 with torch.autocast(device, enabled=False):
                     probabilities[unsure] = self._logits(again).float().softmax(dim=-1)
         return probabilities
+
+    def _reduced_precision_copy(self, dtype: torch.dtype) -> ReducedPrecisionCopy:
+        """The model's weights in ``dtype`` for prediction, made again when they have changed since."""
+        if self._inference_copy is None or not self._inference_copy.matches(self.model, dtype, self.inference_compile):
+            self._inference_copy = ReducedPrecisionCopy(self.model, dtype, self.inference_compile)
+        return self._inference_copy
 
     def _logits(self, batch: dict) -> torch.Tensor:
         if "packed" not in batch and not len(batch["input_ids"]):

@@ -17,6 +17,10 @@ import torch
 # costs less than the padding it saves (docs/performance.md).
 ROW_LENGTH = 256
 PACKED_MODEL_TYPES = ("bert", "distilbert")
+# A batch whose padding adds at most this share to its tokens is run padded, not packed: a packed row's attention
+# spans the whole row, so the sorted, like-length batches of a long call ran faster padded (2,000 validation texts in
+# batches of 64, MiniLM, bf16: 383-392 texts/s padded, 281-286 packed; docs/performance.md).
+PADDING_NOT_WORTH_PACKING = 0.25
 
 
 def padded_lengths(max_length: int) -> tuple[int, ...]:
@@ -119,6 +123,25 @@ class PackTexts:
         return batch
 
 
+class PackWherePaddingWastes:
+    """Collate a batch padded (``pad_batch``, a :class:`~emotion_lightning.data.PadBatch`) where padding adds at most
+    ``PADDING_NOT_WORTH_PACKING`` to its tokens, else packed: the texts of a short call (a server's batch) come in all
+    lengths, those of a long one sorted by length."""
+
+    def __init__(self, pad_batch, pad_id: int):
+        self.pad_batch = pad_batch
+        self.pack_texts = PackTexts(pad_id)
+
+    def __call__(self, columns: dict[str, list]) -> dict:
+        lengths = [len(ids) for ids in columns["input_ids"]]
+        if not lengths:
+            return self.pad_batch(columns)
+        padded_to = next(length for length in self.pad_batch.lengths if length >= max(lengths))
+        if len(lengths) * padded_to <= (1 + PADDING_NOT_WORTH_PACKING) * sum(lengths):
+            return self.pad_batch(columns)
+        return self.pack_texts(columns)
+
+
 def packable(model) -> bool:
     """Whether a Hugging Face classifier's head can be given the gathered [CLS] states (BERT, DistilBERT)."""
     return model.config.model_type in PACKED_MODEL_TYPES
@@ -128,6 +151,14 @@ def should_pack(model, device: torch.device, pack: bool | None) -> bool:
     """Whether to pack for ``model`` on ``device``: ``pack``, else where it was measured faster (a CPU); never for
     a head that cannot be packed."""
     return (device.type == "cpu" if pack is None else pack) and packable(model)
+
+
+def prediction_collate(pad_batch, pad_id: int, model, device: torch.device, pack: bool | None):
+    """How batches to predict are collated: ``pack`` true, every batch packed; false (or a head that cannot be
+    packed), padded; None, on a CPU each batch packed where padding wastes (:class:`PackWherePaddingWastes`)."""
+    if not should_pack(model, device, pack):
+        return pad_batch
+    return PackTexts(pad_id) if pack else PackWherePaddingWastes(pad_batch, pad_id)
 
 
 def packed_logits(model, rows: PackedRows) -> torch.Tensor:

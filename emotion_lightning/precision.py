@@ -31,3 +31,14 @@ def inference_precision(device: torch.device) -> str:
     if device.type == "cuda":
         return "16-mixed"
     return "bf16-mixed" if device.type == "cpu" and cpu_supports_bf16() else "32-true"
+
+
+def prediction_precision(requested, accelerator):
+    """``predict``'s precision: the one given, else the fastest that predicts faithfully where it runs (16-mixed on
+    CUDA, bf16-mixed on a CPU that computes bf16 natively, else 32-true), as ``EmotionPredictor`` picks it. (The
+    Trainer's own default is 32-true.)"""
+    if requested is not None:
+        return requested
+    accelerator_name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    on_cuda = accelerator_name in CUDA_ACCELERATORS and torch.cuda.is_available()
+    return inference_precision(torch.device("cuda" if on_cuda else "cpu"))

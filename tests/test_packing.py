@@ -56,9 +56,13 @@ def test_the_texts_redone_in_fp32_get_their_own_probabilities(backbone, request,
     # Texts of 14 to 54 tokens (none truncated), several rows of them, so a row holds texts of unlike lengths.
     texts = [" ".join([text] * 4) for text, _ in fixture_rows(16, seed=5)[:48]]
     in_fp32 = EmotionPredictor(model, precision="32-true", pack=True).predict_probabilities(texts)
-    monkeypatch.setattr(model_module, "REDO_IN_FP32_BELOW", in_fp32.max(1).values.median().item())
-    in_bf16 = EmotionPredictor(model, precision="bf16-mixed", pack=True, batch_size=48).predict_probabilities(texts)
-    redone = in_bf16.max(1).values < model_module.REDO_IN_FP32_BELOW
+    bf16 = EmotionPredictor(model, precision="bf16-mixed", pack=True, batch_size=48)
+    monkeypatch.setattr(model_module, "REDO_IN_FP32_WITHIN", 0.0)  # nothing redone: bf16's own margins
+    first, second = bf16.predict_probabilities(texts).topk(2, dim=1).values.unbind(dim=1)
+    threshold = (first - second).median().item()
+    redone = first - second < threshold  # the texts the model redoes at that threshold
+    monkeypatch.setattr(model_module, "REDO_IN_FP32_WITHIN", threshold)
+    in_bf16 = bf16.predict_probabilities(texts)
     assert 0 < redone.sum() < len(texts)
     torch.testing.assert_close(in_bf16[redone], in_fp32[redone], atol=1e-5, rtol=0)
 

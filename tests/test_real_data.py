@@ -61,9 +61,9 @@ def test_short_real_run_learns_and_predicts(short_run, tmp_path):
 
 @pytest.mark.slow
 def test_bf16_prediction_agrees_with_fp32(short_run, real_data):
-    """EmotionPredictor's default on a CPU with native bf16 (bf16 autocast) against fp32, 2,000 texts."""
+    """EmotionPredictor's default on a CPU with native bf16 (a bf16 copy of the weights) against fp32, 2,000 texts."""
     from emotion_lightning import EmotionPredictor
-    from emotion_lightning.model import REDO_IN_FP32_BELOW
+    from emotion_lightning.model import REDO_IN_FP32_WITHIN
     from emotion_lightning.precision import cpu_supports_bf16
     from tests.conftest import read_split
 
@@ -77,9 +77,10 @@ def test_bf16_prediction_agrees_with_fp32(short_run, real_data):
     in_bf16 = predictor.predict_probabilities(texts)
     agreement = (in_bf16.argmax(1) == in_fp32.argmax(1)).float().mean().item()
     largest_difference = (in_bf16 - in_fp32).abs().max().item()
-    confident = (in_fp32.max(1).values >= REDO_IN_FP32_BELOW + 0.05).float().mean().item()
+    first, second = in_fp32.topk(2, dim=1).values.unbind(dim=1)
+    confident = (first - second >= REDO_IN_FP32_WITHIN + 0.05).float().mean().item()
     print(f"bf16 vs fp32: same label {agreement:.4f}, largest probability difference {largest_difference:.4f}")
     # Hundreds of texts must take the bf16 path (the others are redone in fp32) for this to test bf16.
     assert confident > 0.3, confident
     assert agreement >= 0.995
-    assert largest_difference <= 0.02
+    assert largest_difference <= 0.05

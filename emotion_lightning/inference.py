@@ -1,0 +1,146 @@
+"""Prediction's forward pass in reduced precision: the classifier's weights copied once to bf16 (fp16 on CUDA),
+compiled where that pays, and run without autocast.
+
+Under bf16 or fp16 autocast every call casts each fp32 weight again before its matrix product; a copy made once
+does not. The copy follows the weights: it is made again when they change (training, ``load_state_dict``, a
+move to another device). ``EmotionClassifier.probabilities`` uses it whenever prediction runs under autocast
+(``EmotionPredictor``, ``emotion-lightning predict`` and the ``serve`` workers alike) and still redoes the texts
+it is unsure of in fp32.
+
+``compile``: ``True`` compiles the copy with ``torch.compile`` (inductor, weights frozen into the code) at the
+first call; ``"auto"`` compiles in a thread of its own while the eager copy answers, and switches to the compiled
+code once it is built, on the kinds of CPU where that was measured faster (:data:`COMPILE_PAYS_ON`);
+``False`` never compiles. PyTorch keeps the compiled code on disk, so a second process builds it faster.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import warnings
+
+import torch
+
+from emotion_lightning.cpu import cpu_kind
+from emotion_lightning.errors import SettingError
+from emotion_lightning.packing import packed_logits
+
+COMPILE_SETTINGS = ("auto", True, False)
+# Kinds of CPU (emotion_lightning.cpu.cpu_kind) where the compiled copy was measured to predict faster than the eager
+# one; elsewhere "auto" leaves it eager. None yet: on an AVX512-BF16 CPU without AMX (2 cores, MiniLM, 2,000 texts)
+# compiled and eager ran alike (322-344 and 320-349 texts/s; 27 s to compile), with static shapes too; AMX and AVX2
+# machines were not measured (docs/performance.md).
+COMPILE_PAYS_ON: tuple[str, ...] = ()
+
+
+def check_compile_setting(value, name: str = "compile"):
+    """``auto``, ``true`` or ``false`` (strings from a command line or a YAML file too), as ``"auto"``, True, False."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+        value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+    if value not in COMPILE_SETTINGS or isinstance(value, int) and not isinstance(value, bool):
+        raise SettingError(f"{name} must be auto, true or false, got {value!r}")
+    return value
+
+
+def _weights_key(model: torch.nn.Module) -> tuple:
+    """Changes whenever a weight does: in-place updates raise a tensor's version, replacements change its storage."""
+    return tuple((p.device, p.data_ptr(), p._version) for p in model.parameters())
+
+
+class ReducedPrecisionCopy:
+    """A copy of a Hugging Face sequence classifier in ``dtype``, for inference only, optionally compiled."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, compile="auto"):
+        self.dtype = dtype
+        self.key = _weights_key(model)
+        # (deepcopy leaves out what nn.Module.compile added: a model compiled for training gives an eager copy)
+        self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+        self.compile = compile
+        self._compiled = None
+        self._lock = threading.Lock()
+        self._background_done = threading.Event()
+        self._background_done.set()
+        device = next(model.parameters()).device
+        if compile is True or compile == "auto" and device.type == "cpu" and cpu_kind() in COMPILE_PAYS_ON:
+            self._compiled_or_not = self._compile_now if compile is True else self._compile_in_background
+        else:
+            self._compiled_or_not = lambda inputs: None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls now run compiled code."""
+        return self._compiled is not None
+
+    def wait_until_compiled(self) -> None:
+        """Return once a compilation started in the background has ended (at once if none was started)."""
+        self._background_done.wait()
+
+    def matches(self, model: torch.nn.Module, dtype: torch.dtype, compile) -> bool:
+        """Whether this copy is of ``model``'s weights as they are now, in ``dtype``, compiled as ``compile`` says."""
+        return dtype == self.dtype and compile == self.compile and _weights_key(model) == self.key
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Logits of a packed batch (``packed``) or a padded one (``input_ids``, ``attention_mask``), in ``dtype``."""
+        if "packed" in batch:
+            rows = batch["packed"]
+            inputs = (rows.input_ids, rows.attention_mask, rows.position_ids, rows.starts)
+        else:
+            inputs = (batch["input_ids"], batch["attention_mask"], None, None)
+        forward = self._compiled_or_not(inputs) or self._forward
+        with torch.autocast(inputs[0].device.type, enabled=False):
+            return forward(*inputs)
+
+    def _forward(self, input_ids, attention_mask, position_ids, starts) -> torch.Tensor:
+        if starts is not None:
+            return packed_logits(self.model, _Rows(input_ids, attention_mask, position_ids, starts))
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    # -- compilation ---------------------------------------------------------------------------------
+
+    def _build(self):
+        # Freezing folds the weights into the code as constants (the CPU's kernels get them pre-packed); rows and
+        # batches vary in number and length, hence dynamic shapes from the first call.
+        return torch.compile(self._forward, dynamic=True, options={"freezing": True})
+
+    def _compile_now(self, inputs):
+        with self._lock:
+            if self._compiled is None:
+                self._compiled = self._build()
+        return self._compiled
+
+    def _compile_in_background(self, inputs):
+        """None now (the eager copy answers); the compiled code once a thread has built it with these inputs."""
+        self._compiled_or_not = lambda inputs: self._compiled
+        self._background_done.clear()
+        example = tuple(None if tensor is None else tensor.clone() for tensor in inputs)
+        threading.Thread(target=self._warm_up, args=(example,), name="compile", daemon=True).start()
+        return None
+
+    def _warm_up(self, example):
+        try:
+            with torch.inference_mode():
+                compiled = self._build()
+                compiled(*example)
+            self._compiled = compiled
+        except Exception as error:  # the eager copy goes on answering: slower, not wrong
+            warnings.warn(
+                f"compiling the prediction path failed; it stays eager: {type(error).__name__}: {error}", stacklevel=1
+            )
+        finally:
+            self._background_done.set()
+
+
+class _Rows:
+    """The fields of PackedRows that packed_logits reads."""
+
+    def __init__(self, input_ids, attention_mask, position_ids, starts):
+        self.input_ids, self.attention_mask, self.position_ids, self.starts = (
+            input_ids,
+            attention_mask,
+            position_ids,
+            starts,
+        )
+
+
+def batch_device(batch: dict) -> torch.device:
+    return batch["packed"].input_ids.device if "packed" in batch else batch["input_ids"].device

@@ -1,0 +1,161 @@
+"""Prediction's reduced-precision path: a copy of the weights made once and again when they change, compiled on
+request (or in the background), the same labels as the eager copy; the CPU facts its defaults depend on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emotion_lightning import EmotionClassifier, EmotionPredictor
+from emotion_lightning import inference as inference_module
+from emotion_lightning.cpu import cgroup_cpu_quota, cpu_kind, usable_cores
+from emotion_lightning.data import PadBatch
+from emotion_lightning.errors import SettingError
+from emotion_lightning.inference import check_compile_setting
+from emotion_lightning.packing import PackWherePaddingWastes
+from tests.conftest import fixture_rows
+
+TEXTS = [text for text, _ in fixture_rows(8, seed=3)]
+
+
+@pytest.fixture
+def model(tiny_bert):
+    torch.manual_seed(0)
+    return EmotionClassifier(backbone=str(tiny_bert))
+
+
+def test_the_copy_is_made_once_and_again_when_the_weights_change(model):
+    predictor = EmotionPredictor(model, precision="bf16-mixed", compile=False)
+    predictor(TEXTS)
+    made = model._inference_copy
+    assert made is not None and made.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in made.model.parameters())
+    predictor(TEXTS[:3])
+    assert model._inference_copy is made  # the same weights: the same copy
+
+    with torch.no_grad():  # as an optimizer step changes them: in place
+        model.model.classifier.weight.mul_(-1)
+    flipped = predictor.predict_probabilities(TEXTS)
+    assert model._inference_copy is not made
+    in_fp32 = EmotionPredictor(model, precision="32-true").predict_probabilities(TEXTS)
+    assert (flipped.argmax(1) == in_fp32.argmax(1)).all()  # the new weights answer, not the old copy's
+
+    model.load_state_dict(EmotionClassifier(backbone=model.hparams.backbone).state_dict())
+    predictor(TEXTS)
+    assert model._inference_copy is not made
+
+
+def test_fp32_needs_no_copy(model):
+    EmotionPredictor(model, precision="32-true")(TEXTS)
+    assert model._inference_copy is None
+
+
+def test_a_compilation_in_the_background_answers_as_the_eager_copy(model, monkeypatch):
+    # "auto" compiles where measured faster: taken to be this CPU here, so that the path runs.
+    monkeypatch.setattr(inference_module, "COMPILE_PAYS_ON", (cpu_kind(),))
+    eager = EmotionPredictor(model, precision="bf16-mixed", compile=False).predict_probabilities(TEXTS)
+    predictor = EmotionPredictor(model, precision="bf16-mixed", compile="auto")
+    first = predictor.predict_probabilities(TEXTS)  # answered at once, by the eager copy
+    torch.testing.assert_close(first, eager)
+    predictor.warm_up()  # returns once the compiled code runs
+    copy = model._inference_copy
+    assert copy.compiled
+    compiled = predictor.predict_probabilities(TEXTS + ["one more text of another length than the others"])
+    torch.testing.assert_close(compiled[: len(TEXTS)], eager, atol=2e-2, rtol=0)  # bf16's rounding, in another order
+    assert model._inference_copy is copy
+
+
+def test_auto_leaves_the_copy_eager_where_compiling_was_not_measured_faster(model, monkeypatch):
+    monkeypatch.setattr(inference_module, "COMPILE_PAYS_ON", ())
+    predictor = EmotionPredictor(model, precision="bf16-mixed")
+    predictor.warm_up()
+    assert not model._inference_copy.compiled
+
+
+@pytest.mark.parametrize(("given", "taken"), [("auto", "auto"), ("TRUE", True), ("false", False), (True, True)])
+def test_compile_is_auto_true_or_false(given, taken):
+    assert check_compile_setting(given) == taken
+
+
+@pytest.mark.parametrize("given", ["maybe", 1, None])
+def test_any_other_compile_setting_is_refused_by_name(given, model):
+    with pytest.raises(SettingError, match=r"^compile must be auto, true or false, got"):
+        EmotionPredictor(model, compile=given)
+
+
+def test_like_length_texts_are_padded_and_texts_of_every_length_packed(tiny_bert):
+    tokenizer = EmotionClassifier(backbone=str(tiny_bert)).tokenizer
+    collate = PackWherePaddingWastes(PadBatch(tokenizer, 128), tokenizer.pad_token_id)
+    like = {"input_ids": [[2] * 30, [2] * 31, [2] * 29], "index": [0, 1, 2]}
+    unlike = {"input_ids": [[2] * 60, [2] * 5, [2] * 4, [2] * 6], "index": [0, 1, 2, 3]}
+    assert "input_ids" in collate(like) and "packed" not in collate(like)  # 3 x 32 tokens for 90
+    assert "packed" in collate(unlike)  # 4 x 64 tokens for 75: mostly padding
+
+
+def test_the_cores_a_process_may_use_follow_its_cgroup_quota(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(v2) == 1.5
+    assert usable_cores(v2) == min(2, usable_cores(tmp_path / "none"))
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(v1) == 1
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(v1) is None
+
+
+def test_the_kind_of_cpu_comes_from_its_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_kind(cpuinfo) == "amx"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_kind(cpuinfo) == "avx512_bf16"
+    cpuinfo.write_text("flags\t\t: fpu avx2\n")
+    assert cpu_kind(cpuinfo) == "other"
+    assert cpu_kind(tmp_path / "absent") == "other"
+
+
+def test_predict_takes_compile_from_its_command_line_not_from_the_checkpoint(tiny_checkpoint, fit_args, tmp_path):
+    import csv
+
+    from emotion_lightning.cli import main
+    from tests.test_first_hour import one_line_error
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"{text}\n" for text in TEXTS))
+    written = {}
+    for compile in ("false", "true"):  # the checkpoint holds the fit's "auto"
+        output = tmp_path / f"compile-{compile}.csv"
+        args = [
+            "--ckpt_path",
+            str(tiny_checkpoint),
+            "--data.predict_file",
+            str(texts),
+            "--trainer.precision",
+            "bf16-mixed",
+        ]
+        main(["predict", *fit_args, *args, "--model.compile", compile, "--prediction_writer.output_file", str(output)])
+        with output.open(newline="") as file:
+            written[compile] = list(csv.DictReader(file))
+    assert [row["label"] for row in written["true"]] == [row["label"] for row in written["false"]]
+    for compiled, eager in zip(written["true"], written["false"], strict=True):
+        assert abs(float(compiled["score"]) - float(eager["score"])) < 2e-2  # bf16's rounding, in another order
+    message = one_line_error(["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--model.compile", "maybe"])
+    assert "--model.compile" in message and "maybe" in message
+
+
+def test_predict_runs_in_the_precision_the_predictor_picks_unless_told(tiny_checkpoint, fit_args, capsys):
+    from emotion_lightning.cli import main
+    from emotion_lightning.precision import inference_precision, prediction_precision
+
+    picked = inference_precision(torch.device("cpu"))
+    assert prediction_precision(None, "cpu") == picked
+    assert prediction_precision("32-true", "cpu") == "32-true"
+    with pytest.raises(SystemExit):
+        main(["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--text", "hi", "--print_config"])
+    assert f"precision: {picked}" in capsys.readouterr().out
