@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -47,10 +48,16 @@ class WorkerSettings:
     batch_size: int
     workers: int = 1
     pack: bool | None = None
+    compile: str = "auto"
 
 
 def _worker_main(connection, settings: WorkerSettings) -> None:
     """The worker process: load the model, say ready (or why not), then answer batches until the pipe closes."""
+    # Before torch loads OpenMP: threads that wait for the others at the end of a parallel region sleep rather than
+    # spin. Spinning took the core a busy neighbour process shared with a worker thread, and the parallel regions
+    # then ran at the pace of that thread: with one core busy, 38 texts/s against 188 without spinning (2-core CPU,
+    # 64 clients; alone 304 and 300: no cost; docs/performance.md). A user's own setting stands.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     from emotion_lightning.tokenization import end_with_parent
@@ -75,6 +82,7 @@ def _load(settings: WorkerSettings, connection):
         import torch
 
         from emotion_lightning.console import quiet_libraries
+        from emotion_lightning.cpu import usable_cores
         from emotion_lightning.predictor import EmotionPredictor
 
         quiet_libraries()  # again, now that Lightning is imported
@@ -84,14 +92,16 @@ def _load(settings: WorkerSettings, connection):
             )
         device = "cuda" if settings.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
         if device == "cpu":  # workers that share the cores: more threads than cores makes each step slower
-            torch.set_num_threads(max(1, torch.get_num_threads() // settings.workers))
+            torch.set_num_threads(max(1, usable_cores() // settings.workers))
         predictor = EmotionPredictor.load(
             settings.model,
             device=device,
             precision=settings.precision,
             batch_size=settings.batch_size,
             pack=settings.pack,
+            compile=settings.compile,
         )
+        predictor.warm_up()  # ready means ready to answer at full speed: the fast path built (and compiled)
     except EmotionLightningError as error:  # the user's to fix: said as it is
         connection.send(("refused", str(error)))
         return None
@@ -99,7 +109,13 @@ def _load(settings: WorkerSettings, connection):
         traceback.print_exc()
         connection.send(("failed", f"{type(error).__name__}: {error}"))
         return None
-    info = {"labels": list(predictor.labels), "max_length": predictor.max_length, "device": str(predictor.device)}
+    info = {
+        "labels": list(predictor.labels),
+        "max_length": predictor.max_length,
+        "device": str(predictor.device),
+        "threads": torch.get_num_threads() if predictor.device.type == "cpu" else None,
+        "compiled": predictor.compiled,
+    }
     connection.send(("ready", info))
     return predictor
 
