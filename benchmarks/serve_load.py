@@ -1,10 +1,12 @@
 """Load test of `emotion-lightning serve` on loopback, beside the baseline a user would write and the ceiling.
 
-(a) `emotion-lightning serve CHECKPOINT`; (b) FastAPI + uvicorn + `transformers.pipeline` on the exported folder,
-one request a call (serve_baseline.py), at its faster dtype; (c) EmotionPredictor in this process: all texts in
+(a) `emotion-lightning serve CHECKPOINT`; (b) the peer: LitServe batching a bfloat16 pipeline (serve_litserve.py, max
+batch 64, 20 ms batch timeout, as ours); (c) FastAPI + uvicorn + `transformers.pipeline` on the exported folder,
+one request a call (serve_baseline.py), float32 and bfloat16; (d) EmotionPredictor in this process: all texts in
 one call, and in calls of 64 texts (the most a batch of the server holds at 64 clients), each at batch sizes
 64 and 16, the faster kept. C concurrent clients send single-text requests drawn from the validation
-texts; each run is bounded in requests and seconds. Then a run with one bad request in ten.
+texts; each run is bounded in requests and seconds. Then a run with one bad request in ten. `--neighbour` keeps a
+CPU-bound process busy on one core through every arm, as a neighbour on a shared machine does.
 
 python benchmarks/serve_load.py CHECKPOINT --output benchmarks/results/serve-load-cpu.json
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -113,10 +116,15 @@ def start(command: list[str], port: int, env: dict | None = None) -> subprocess.
 
 
 def stop(process: subprocess.Popen) -> float:
+    """SIGTERM to the server, and the seconds it took to exit; then whatever it left behind (LitServe's workers) is
+    killed, so that the next arm finds the port free."""
     started = time.perf_counter()
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
-    return round(time.perf_counter() - started, 2)
+    took = round(time.perf_counter() - started, 2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return took
 
 
 def run_clients(url, texts, args, bad_every=0):
@@ -153,23 +161,65 @@ def in_process(checkpoint: Path, texts: list[str]) -> dict:
     return {name: round(rate, 1) for name, rate in {**rates, **best}.items()}
 
 
+def neighbour() -> subprocess.Popen:
+    """A CPU-bound process busy on one core (the machine's last), as a neighbour on a shared machine is."""
+    code = "import os; os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})\nwhile True: pass"
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+
+
+def run_server(command: list[str], url: str, port: int, texts, args, env=None) -> list[dict]:
+    process = start(command, port, env)
+    try:
+        return run_clients(url, texts, args)
+    finally:
+        stop(process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--requests", type=int, default=5000, help="at the most clients; a quarter at the others")
     parser.add_argument("--seconds", type=float, default=60, help="bound on each run")
-    parser.add_argument("--baseline-seconds", type=float, default=20, help="bound on each baseline run")
+    parser.add_argument("--baseline-seconds", type=float, default=20, help="bound on each FastAPI baseline run")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--serve-args", default="", help="extra arguments for emotion-lightning serve")
+    parser.add_argument("--neighbour", action="store_true", help="a CPU-bound process busy on one core throughout")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["in-process", "bad", "fastapi"], help="arms left out")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     texts = validation_texts()
     url = f"http://127.0.0.1:{args.port}/predict"
-    report = {"machine": os.uname().nodename, "cores": os.cpu_count(), "checkpoint": str(args.checkpoint)}
+    report = {
+        "machine": os.uname().nodename,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu_flags": cpu_flags(),
+        "checkpoint": str(args.checkpoint),
+        "neighbour": args.neighbour,
+    }
+    busy = neighbour() if args.neighbour else None
+    try:
+        measure(args, texts, url, report)
+    finally:
+        if busy is not None:
+            busy.kill()
+    print(json.dumps(report, indent=1))
+    print(summary(report), file=sys.stderr)
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=1) + "\n")
 
-    report["in_process"] = in_process(args.checkpoint, texts)
-    print(json.dumps(report["in_process"]), file=sys.stderr, flush=True)
+
+def cpu_flags() -> list[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+def measure(args, texts, url, report) -> None:
+    if "in-process" not in args.skip:
+        report["in_process"] = in_process(args.checkpoint, texts)
+        print(json.dumps(report["in_process"]), file=sys.stderr, flush=True)
 
     server = start(
         ["emotion-lightning", "serve", str(args.checkpoint), "--port", str(args.port), *args.serve_args.split()],
@@ -177,53 +227,49 @@ def main() -> None:
     )
     try:
         report["serve"] = run_clients(url, texts, args)
-        report["serve_bad_one_in_ten"] = asyncio.run(
-            load(url, texts, max(args.clients), args.requests, args.seconds, 10)
-        )
-        print(json.dumps(report["serve_bad_one_in_ten"]), file=sys.stderr, flush=True)
+        if "bad" not in args.skip:
+            report["serve_bad_one_in_ten"] = asyncio.run(
+                load(url, texts, max(args.clients), args.requests, args.seconds, 10)
+            )
+            print(json.dumps(report["serve_bad_one_in_ten"]), file=sys.stderr, flush=True)
     finally:
         report["serve_stop_seconds"] = stop(server)
 
+    here = Path(__file__).parent
     with tempfile.TemporaryDirectory() as folder:
         exported = Path(folder) / "exported"
         subprocess.run(["emotion-lightning", "export", str(args.checkpoint), str(exported)], check=True)
-        baseline = {}
-        bounded = argparse.Namespace(**{**vars(args), "seconds": args.baseline_seconds})
-        for dtype in ("float32", "bfloat16"):
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "serve_baseline:app",
-                "--port",
-                str(args.port),
-                "--log-level",
-                "warning",
-            ]
-            env = {
-                "SERVE_BASELINE_MODEL": str(exported),
-                "SERVE_BASELINE_DTYPE": dtype,
-                "PYTHONPATH": str(Path(__file__).parent),
-            }
-            process = start(command, args.port, env)
-            try:
-                baseline[dtype] = run_clients(url, texts, bounded)
-            finally:
-                stop(process)
-        report["baseline"] = baseline
+        # The peer: LitServe batching a bf16 pipeline, at our batching settings.
+        env = {"SERVE_BASELINE_MODEL": str(exported), "SERVE_PORT": str(args.port), "PYTHONPATH": str(here)}
+        report["litserve"] = run_server(
+            [sys.executable, str(here / "serve_litserve.py")], url, args.port, texts, args, env
+        )
+        if "fastapi" not in args.skip:
+            baseline = {}
+            bounded = argparse.Namespace(**{**vars(args), "seconds": args.baseline_seconds})
+            for dtype in ("float32", "bfloat16"):
+                command = [sys.executable, "-m", "uvicorn", "serve_baseline:app", "--port", str(args.port)]
+                env = {"SERVE_BASELINE_MODEL": str(exported), "SERVE_BASELINE_DTYPE": dtype, "PYTHONPATH": str(here)}
+                baseline[dtype] = run_server([*command, "--log-level", "warning"], url, args.port, texts, bounded, env)
+            report["baseline"] = baseline
 
-    best_baseline = max(runs[-1]["texts_per_s"] for runs in baseline.values())
-    ours = report["serve"][-1]["texts_per_s"]
-    report["at_most_clients"] = {
-        "serve_texts_per_s": ours,
-        "baseline_texts_per_s": best_baseline,
-        "serve_over_baseline": round(ours / best_baseline, 2),
-        "serve_over_in_process_one_call": round(ours / report["in_process"]["one_call_texts_per_s"], 2),
-        "serve_over_in_process_calls_of_64": round(ours / report["in_process"]["calls_of_64_texts_per_s"], 2),
-    }
-    print(json.dumps(report, indent=1))
-    if args.output:
-        args.output.write_text(json.dumps(report, indent=1) + "\n")
+
+def summary(report: dict) -> str:
+    """Texts/s at each number of clients, the arms side by side."""
+    arms = {"serve": report["serve"], "litserve (bf16 pipeline)": report["litserve"]}
+    for dtype, runs in report.get("baseline", {}).items():
+        arms[f"fastapi ({dtype})"] = runs
+    clients = [run["clients"] for run in report["serve"]]
+    lines = [f"cpu flags {' '.join(report['cpu_flags'])}; neighbour on one core: {report['neighbour']}"]
+    lines.append(f"{'clients':>8}" + "".join(f"{name:>26}" for name in arms))
+    for number, count in enumerate(clients):
+        cells = [
+            f"{runs[number]['texts_per_s']:>10.1f} ({runs[number]['good_failed']} failed)" for runs in arms.values()
+        ]
+        lines.append(f"{count:>8}" + "".join(f"{cell:>26}" for cell in cells))
+    ours, peer = report["serve"][-1]["texts_per_s"], report["litserve"][-1]["texts_per_s"]
+    lines.append(f"at {clients[-1]} clients: serve / litserve = {ours / peer:.2f}x")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
