@@ -7,7 +7,8 @@
 #      backbone all-MiniLM-L6-v2, the whole process timed,
 #   c. benchmarks/compare.py with a full-size DistilBERT (random weights), 3 epochs: the HF Trainer (fp16) at
 #      its defaults against the package, each a fresh process timed from outside,
-#   d. prediction of the 16,000 training texts: transformers.pipeline at its best batch size against the package.
+#   d. prediction of the 16,000 training texts: transformers.pipeline at its best batch size against the package,
+#   e. the predictor's fp16 copy eager, compiled, and compiled with CUDA graphs (the recipe's checkpoint of b).
 # Results go to $OUT (or /tmp/gpu-out).
 #   bash benchmarks/gpu.sh --dry-run    the same steps on this machine's CPU with tiny sizes (checks the script)
 set -uo pipefail
@@ -21,7 +22,7 @@ if [ "${1:-}" = "--dry-run" ]; then
   recipe_limits=(--trainer.max_epochs 1 --trainer.limit_train_batches 6 --trainer.limit_val_batches 2
     --trainer.log_every_n_steps 2)
   compare_limits=(--train-limit 160 --val-limit 64 --epochs 1)
-  limit_a=300 limit_b=600 limit_c=600 limit_d=600
+  limit_a=300 limit_b=600 limit_c=600 limit_d=600 limit_e=600 texts_e=200
 else
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu/wheels/*.whl || exit 1
@@ -31,7 +32,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
   backbone=.gpu/minilm data=.gpu/data
   recipe_limits=() compare_limits=(--epochs 3)
-  limit_a=90 limit_b=100 limit_c=200 limit_d=120
+  limit_a=90 limit_b=100 limit_c=150 limit_d=120 limit_e=80 texts_e=2000
 fi
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, \
 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
@@ -56,4 +57,8 @@ echo "== d. prediction of the training texts: pipeline at its best against the p
 timeout "$limit_d" python3 benchmarks/compare.py --backbone "$backbone" --data-dir "$data" "${compare_limits[@]}" \
   --arms lightning,predict --predict-split train --lightning-args "--trainer.max_epochs 1 --trainer.limit_train_batches 30" \
   --output "$out/predict.json" 2>&1 | grep -v -E "Tokeniz|Map|Loading weights" | tail -12 | tee -a "$out/predict.log"
+echo "== e. the predictor compiled: eager, torch.compile, CUDA graphs" | tee "$out/compiled.log"
+timeout "$limit_e" python3 benchmarks/compiled_predictor.py /tmp/recipe/version_0/checkpoints/best.ckpt \
+  --data-dir "$data" --limit "$texts_e" --output "$out/compiled.json" 2>&1 | grep -v -E "Loading weights" \
+  | tail -6 | tee -a "$out/compiled.log"
 echo "done; results in $out"

@@ -95,3 +95,16 @@ def test_serve_predicts_on_the_gpu(tiny_checkpoint):
     for got, prediction in zip(answer["predictions"], expected, strict=True):
         for label, probability in prediction.probabilities.items():
             assert got["probabilities"][label] == pytest.approx(probability, abs=2e-3)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_predictor_runs_an_fp16_copy_on_cuda_eager_and_compiled(compile, tiny_checkpoint):
+    texts = ["i feel happy today", "i am so angry", "this is a sad day", "what a surprise that was"] * 8
+    in_fp32 = EmotionPredictor.load(tiny_checkpoint, device="cuda", precision="32-true").predict_probabilities(texts)
+    predictor = EmotionPredictor.load(tiny_checkpoint, device="cuda", compile=compile)
+    predictor.warm_up()
+    in_fp16 = predictor.predict_probabilities(texts)
+    copy = predictor.model._inference_copy
+    assert copy.dtype == torch.float16 and copy.compiled == compile
+    assert (in_fp16.argmax(1) == in_fp32.argmax(1)).all()
+    torch.testing.assert_close(in_fp16, in_fp32, atol=5e-2, rtol=0)

@@ -1,0 +1,158 @@
+"""Prediction against `transformers.pipeline`, each arm a fresh process, the arms side by side.
+
+1. Warm, in one process per arm: the 2,000 validation texts after a warm-up call, `transformers.pipeline` at batch 32
+   in float32 and in bfloat16 on the exported folder, and `EmotionPredictor` at its defaults; labels compared with
+   `EmotionPredictor` in fp32.
+2. Whole processes, timed from outside, twice each (the second run finds the caches the first left):
+   `emotion-lightning predict` of the 2,000-line file, and a script that loads the pipeline (bfloat16) and writes
+   the same file's labels to a CSV.
+
+python benchmarks/predict_speed.py CHECKPOINT [--output benchmarks/results/predict-speed-cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion" / "validation.txt"
+
+PIPELINE_SCRIPT = """
+import csv, sys, torch
+from transformers import pipeline
+folder, texts_file, output = sys.argv[1:4]
+texts = [line.rstrip("\\n") for line in open(texts_file, encoding="utf-8") if line.strip()]
+classifier = pipeline("text-classification", model=folder, dtype=torch.bfloat16, device=-1)
+with open(output, "w", newline="") as file:
+    writer = csv.writer(file)
+    writer.writerow(["text", "label", "score"])
+    for text, out in zip(texts, classifier(texts, batch_size=32, truncation=True)):
+        writer.writerow([text, out["label"], f"{out['score']:.6f}"])
+"""
+
+
+def texts() -> list[str]:
+    return [line.rsplit(";", 1)[0] for line in DATA.read_text().splitlines() if line.strip()]
+
+
+def warm_arm(arm: str, checkpoint: str, folder: str) -> None:
+    """Run in a child process: one arm's rate on the 2,000 texts, and its labels, as JSON on stdout."""
+    import torch
+
+    all_texts = texts()
+    if arm.startswith("pipeline"):
+        from transformers import pipeline
+
+        classifier = pipeline("text-classification", model=folder, dtype=getattr(torch, arm.split("-")[1]), device=-1)
+
+        def classify(chunk):
+            return [out["label"] for out in classifier(chunk, batch_size=32, truncation=True)]
+    else:
+        from emotion_lightning import EmotionPredictor
+
+        precision = "32-true" if arm == "predictor-fp32" else "auto"
+        predictor = EmotionPredictor.load(checkpoint, device="cpu", precision=precision)
+
+        def classify(chunk):
+            return [prediction.label for prediction in predictor(chunk)]
+
+    classify(all_texts[:64])
+    started = time.perf_counter()
+    labels = classify(all_texts)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"arm": arm, "texts_per_s": round(len(all_texts) / seconds, 1), "labels": labels}))
+
+
+def run_child(arm: str, checkpoint: str, folder: str) -> dict:
+    command = [sys.executable, __file__, "--child", arm, checkpoint, folder]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return round(time.perf_counter() - started, 2)
+
+
+def cpu_flags() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    return " ".join(sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        warm_arm(*sys.argv[2:5])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    report = {"cpu_flags": cpu_flags(), "cores": len(os.sched_getaffinity(0)), "checkpoint": args.checkpoint}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        folder = work / "exported"
+        subprocess.run(["emotion-lightning", "export", args.checkpoint, str(folder)], check=True, capture_output=True)
+        warm = {
+            arm: run_child(arm, args.checkpoint, str(folder))
+            for arm in ("predictor-fp32", "pipeline-float32", "pipeline-bfloat16", "predictor")
+        }
+        reference = warm["predictor-fp32"]["labels"]
+        for result in warm.values():
+            labels = result.pop("labels")
+            result["same_label_as_fp32"] = round(
+                sum(a == b for a, b in zip(labels, reference, strict=True)) / len(labels), 4
+            )
+        report["warm"] = warm
+
+        file = work / "texts.txt"
+        file.write_text("".join(text + "\n" for text in texts()))
+        script = work / "pipeline_predict.py"
+        script.write_text(PIPELINE_SCRIPT)
+        whole = {"predict": [], "pipeline_script": []}
+        for number in range(2):
+            output = work / f"predict-{number}.csv"
+            whole["predict"].append(
+                timed(
+                    [
+                        "emotion-lightning",
+                        "predict",
+                        "--ckpt_path",
+                        args.checkpoint,
+                        "--data.predict_file",
+                        str(file),
+                        "--prediction_writer.output_file",
+                        str(output),
+                    ]
+                )
+            )
+            whole["pipeline_script"].append(
+                timed([sys.executable, str(script), str(folder), str(file), str(work / f"pipeline-{number}.csv")])
+            )
+        report["whole_process_seconds"] = whole
+
+    best = max(("pipeline-float32", "pipeline-bfloat16"), key=lambda arm: report["warm"][arm]["texts_per_s"])
+    ours = report["warm"]["predictor"]["texts_per_s"]
+    lines = [f"cpu flags: {report['cpu_flags']}; {report['cores']} cores; 2,000 validation texts", ""]
+    lines.append(f"{'warm, one process per arm':<36}{'texts/s':>10}{'same label as fp32':>22}")
+    for arm, result in report["warm"].items():
+        lines.append(f"{arm:<36}{result['texts_per_s']:>10.1f}{result['same_label_as_fp32']:>22.4f}")
+    lines.append(f"EmotionPredictor / the pipeline's best ({best}): {ours / report['warm'][best]['texts_per_s']:.2f}x")
+    lines.append("")
+    lines.append(f"{'whole process, seconds':<36}{'first run':>10}{'second run':>12}")
+    for arm, seconds in whole.items():
+        lines.append(f"{arm:<36}{seconds[0]:>10.2f}{seconds[1]:>12.2f}")
+    print("\n".join(lines))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
