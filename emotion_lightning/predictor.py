@@ -82,7 +82,7 @@ class EmotionPredictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         check_at_least("batch_size", batch_size, 1)
-        model.inference_compile = check_compile_setting(compile)
+        self.compile = check_compile_setting(compile)
         self.pack = pack
         self.model = model.eval()
         self.tokenizer = model.tokenizer
@@ -175,6 +175,8 @@ class EmotionPredictor:
         """Probabilities and whether each text was truncated, in input order."""
         if not texts:
             return torch.empty(0, len(self.labels)), []
+        # The copy the model keeps follows the setting of the predictor that calls it (several may share a model).
+        self.model.inference_compile = self.compile
         # Encoded as predict encodes a file (the model's tokenizer and max_length), in this call alone: no data
         # module, no dataset, nothing shared with another thread's call.
         encoded = Encoder(self.tokenizer, self.max_length)({"text": texts})

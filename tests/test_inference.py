@@ -159,3 +159,10 @@ def test_predict_runs_in_the_precision_the_predictor_picks_unless_told(tiny_chec
     with pytest.raises(SystemExit):
         main(["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--text", "hi", "--print_config"])
     assert f"precision: {picked}" in capsys.readouterr().out
+
+
+def test_predictors_that_share_a_model_each_keep_their_compile_setting(model):
+    eager = EmotionPredictor(model, precision="bf16-mixed", compile=False)
+    EmotionPredictor(model, precision="bf16-mixed", compile=True)  # made after, never called
+    eager(TEXTS)
+    assert model._inference_copy.compile is False
