@@ -10,7 +10,7 @@ it is unsure of in fp32.
 ``compile``: ``True`` compiles the copy with ``torch.compile`` (inductor, weights frozen into the code) at the
 first call; ``"auto"`` compiles in a thread of its own while the eager copy answers, and switches to the compiled
 code once it is built, on the kinds of CPU where that was measured faster (:data:`COMPILE_PAYS_ON`);
-``False`` never compiles. PyTorch keeps the compiled code on disk, so a second process builds it faster.
+``False`` never compiles. PyTorch's inductor keeps what it compiled in its on-disk cache for the next process.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -130,16 +131,14 @@ class ReducedPrecisionCopy:
             self._background_done.set()
 
 
+@dataclass(frozen=True)
 class _Rows:
-    """The fields of PackedRows that packed_logits reads."""
+    """The fields of PackedRows that packed_logits reads (tensors only: what the compiled code is given)."""
 
-    def __init__(self, input_ids, attention_mask, position_ids, starts):
-        self.input_ids, self.attention_mask, self.position_ids, self.starts = (
-            input_ids,
-            attention_mask,
-            position_ids,
-            starts,
-        )
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    starts: torch.Tensor
 
 
 def batch_device(batch: dict) -> torch.device:

@@ -60,9 +60,9 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: share of the training target spread over the other labels (the training loss only).
         freeze_word_embeddings: keep the word embeddings (half of DistilBERT's or MiniLM's weights) as
             pretrained. Faster steps; changes the recipe, so it is off in configs/reference.yaml.
-        compile: torch.compile: ``true`` compiles the transformer for training (dynamic shapes; faster steps once
-            compiled, at the cost of a compilation at the start, cached on disk by PyTorch for the next run) and
-            the copy of the weights that bf16 / fp16 prediction runs; ``auto`` compiles that copy only where it
+        compile: torch.compile for training and prediction: true, auto or false. With ``true`` it compiles the
+            transformer for training (dynamic shapes; faster steps once compiled, after a compilation at the start)
+            and the bf16 / fp16 copy of the weights that prediction runs; ``auto`` compiles that copy only where it
             was measured faster (:mod:`emotion_lightning.inference`), training not; ``false`` neither. For
             validate, test and predict the command line's setting counts, not the checkpoint's.
         backbone_config: the backbone's architecture. Filled in from the pretrained model and
