@@ -21,7 +21,7 @@ from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.inference import check_compile_setting
 from emotion_lightning.model import EmotionClassifier
-from emotion_lightning.packing import prediction_collate, should_pack
+from emotion_lightning.packing import PackWherePaddingWastes, like_length_batches, prediction_collate, should_pack
 from emotion_lightning.precision import inference_precision
 from emotion_lightning.sources import check_texts
 from emotion_lightning.tokenization import Encoder
@@ -186,10 +186,13 @@ class EmotionPredictor:
         pad_batch = PadBatch(self.tokenizer, self.max_length)
         collate = prediction_collate(pad_batch, self.tokenizer.pad_token_id, self.model.model, self.device, self.pack)
         order = sorted(range(len(texts)), key=lambda i: encoded["length"][i], reverse=True)
+        if isinstance(collate, PackWherePaddingWastes):  # (a GPU keeps its few padded shapes)
+            batches = like_length_batches(order, encoded["length"], self.batch_size)
+        else:
+            batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         probabilities = torch.empty(len(texts), len(self.labels))
         with self._autocast():
-            for start in range(0, len(order), self.batch_size):
-                indices = order[start : start + self.batch_size]
+            for indices in batches:
                 batch = collate({"input_ids": [encoded["input_ids"][i] for i in indices], "index": indices})
                 on_device = {name: value.to(self.device) for name, value in batch.items()}
                 probabilities[batch["index"]] = self.model.probabilities(on_device).cpu()

@@ -55,8 +55,8 @@ def _worker_main(connection, settings: WorkerSettings) -> None:
     """The worker process: load the model, say ready (or why not), then answer batches until the pipe closes."""
     # Before torch loads OpenMP: threads that wait for the others at the end of a parallel region sleep rather than
     # spin. Spinning took the core a busy neighbour process shared with a worker thread, and the parallel regions
-    # then ran at the pace of that thread: with one core busy, 38 texts/s against 188 without spinning (2-core CPU,
-    # 64 clients; alone 304 and 300: no cost; docs/performance.md). A user's own setting stands.
+    # then ran at the pace of that thread: with one core busy, 38 texts/s spinning, 194 without (2-core CPU,
+    # 64 clients; alone 304 spinning, 300 and 312 without: no cost; docs/performance.md). A user's own setting stands.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)

@@ -12,7 +12,7 @@ from emotion_lightning.cpu import cgroup_cpu_quota, cpu_kind, usable_cores
 from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import SettingError
 from emotion_lightning.inference import check_compile_setting
-from emotion_lightning.packing import PackWherePaddingWastes
+from emotion_lightning.packing import ONE_LENGTH_BATCH_FROM, PackWherePaddingWastes, like_length_batches
 from tests.conftest import fixture_rows
 
 TEXTS = [text for text, _ in fixture_rows(8, seed=3)]
@@ -90,6 +90,29 @@ def test_like_length_texts_are_padded_and_texts_of_every_length_packed(tiny_bert
     unlike = {"input_ids": [[2] * 60, [2] * 5, [2] * 4, [2] * 6], "index": [0, 1, 2, 3]}
     assert "input_ids" in collate(like) and "packed" not in collate(like)  # 3 x 32 tokens for 90
     assert "packed" in collate(unlike)  # 4 x 64 tokens for 75: mostly padding
+
+
+def test_texts_of_one_length_are_batched_alone_unpadded_where_enough_share_it(tiny_bert):
+    many = ONE_LENGTH_BATCH_FROM + 3
+    lengths = [9] * many + [7, 6, 6, 5]  # indices 0..many-1 share length 9; the few others are mixed
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches = like_length_batches(order, lengths, batch_size=8)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))  # every text once
+    alone = [batch for batch in batches if all(lengths[i] == 9 for i in batch)]
+    assert sum(map(len, alone)) == many and all(len(batch) <= 8 for batch in batches)
+    assert [lengths[i] for i in batches[-1]] == [7, 6, 6, 5]  # the rest together, sorted
+    tokenizer = EmotionClassifier(backbone=str(tiny_bert)).tokenizer
+    collate = PackWherePaddingWastes(PadBatch(tokenizer, 128), tokenizer.pad_token_id)
+    batch = collate({"input_ids": [[2] * 9, [3] * 9], "index": [0, 1]})
+    assert batch["input_ids"].shape == (2, 9) and batch["attention_mask"].all()  # no padding, nothing masked
+
+
+def test_a_call_of_many_lengths_predicts_what_padded_batches_give(model):
+    texts = [" ".join([text] * (1 + number % 3)) for number, (text, _) in enumerate(fixture_rows(30, seed=2))]
+    texts += [texts[0]] * ONE_LENGTH_BATCH_FROM  # one length shared by enough texts to be batched alone
+    by_length = EmotionPredictor(model, precision="32-true").predict_probabilities(texts)
+    padded = EmotionPredictor(model, precision="32-true", pack=False).predict_probabilities(texts)
+    torch.testing.assert_close(by_length, padded, atol=1e-5, rtol=0)
 
 
 def test_the_cores_a_process_may_use_follow_its_cgroup_quota(tmp_path):

