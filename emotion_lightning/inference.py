@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
-from dataclasses import dataclass
 
 import torch
 
@@ -57,15 +56,12 @@ class ReducedPrecisionCopy:
         # (deepcopy leaves out what nn.Module.compile added: a model compiled for training gives an eager copy)
         self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
         self.compile = compile
-        self._compiled = None
-        self._lock = threading.Lock()
+        # torch.compile builds the code at the first call it is given: true compiles there, in the caller's time.
+        self._compiled = self._build() if compile is True else None
+        device = next(model.parameters()).device
+        self._compile_at_first_call = compile == "auto" and device.type == "cpu" and cpu_kind() in COMPILE_PAYS_ON
         self._background_done = threading.Event()
         self._background_done.set()
-        device = next(model.parameters()).device
-        if compile is True or compile == "auto" and device.type == "cpu" and cpu_kind() in COMPILE_PAYS_ON:
-            self._compiled_or_not = self._compile_now if compile is True else self._compile_in_background
-        else:
-            self._compiled_or_not = lambda inputs: None
 
     @property
     def compiled(self) -> bool:
@@ -83,17 +79,19 @@ class ReducedPrecisionCopy:
     def logits(self, batch: dict) -> torch.Tensor:
         """Logits of a packed batch (``packed``) or a padded one (``input_ids``, ``attention_mask``), in ``dtype``."""
         if "packed" in batch:
-            rows = batch["packed"]
-            inputs = (rows.input_ids, rows.attention_mask, rows.position_ids, rows.starts)
+            inputs = batch["packed"].model_inputs()
         else:
             inputs = (batch["input_ids"], batch["attention_mask"], None, None)
-        forward = self._compiled_or_not(inputs) or self._forward
+        if self._compile_at_first_call:
+            self._compile_at_first_call = False
+            self._compile_in_background(inputs)
+        forward = self._compiled or self._forward
         with torch.autocast(inputs[0].device.type, enabled=False):
             return forward(*inputs)
 
     def _forward(self, input_ids, attention_mask, position_ids, starts) -> torch.Tensor:
         if starts is not None:
-            return packed_logits(self.model, _Rows(input_ids, attention_mask, position_ids, starts))
+            return packed_logits(self.model, input_ids, attention_mask, position_ids, starts)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     # -- compilation ---------------------------------------------------------------------------------
@@ -103,19 +101,11 @@ class ReducedPrecisionCopy:
         # batches vary in number and length, hence dynamic shapes from the first call.
         return torch.compile(self._forward, dynamic=True, options={"freezing": True})
 
-    def _compile_now(self, inputs):
-        with self._lock:
-            if self._compiled is None:
-                self._compiled = self._build()
-        return self._compiled
-
     def _compile_in_background(self, inputs):
-        """None now (the eager copy answers); the compiled code once a thread has built it with these inputs."""
-        self._compiled_or_not = lambda inputs: self._compiled
+        """Build the compiled code in a thread with these inputs; calls go on eager until it is there."""
         self._background_done.clear()
         example = tuple(None if tensor is None else tensor.clone() for tensor in inputs)
         threading.Thread(target=self._warm_up, args=(example,), name="compile", daemon=True).start()
-        return None
 
     def _warm_up(self, example):
         try:
@@ -129,16 +119,6 @@ class ReducedPrecisionCopy:
             )
         finally:
             self._background_done.set()
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """The fields of PackedRows that packed_logits reads (tensors only: what the compiled code is given)."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    starts: torch.Tensor
 
 
 def batch_device(batch: dict) -> torch.device:

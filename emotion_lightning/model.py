@@ -277,7 +277,7 @@ class EmotionClassifier(L.LightningModule):
             # metrics' synchronisation: no text, no forward pass (the encoder cannot take a batch of none).
             return torch.zeros((0, len(self.labels)), device=self.device)
         if "packed" in batch:
-            return packed_logits(self.model, batch["packed"])
+            return packed_logits(self.model, *batch["packed"].model_inputs())
         return self(batch["input_ids"], batch["attention_mask"])
 
     # -- optimisation --------------------------------------------------------------------------

@@ -55,6 +55,10 @@ class PackedRows:
         moved = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__ if name != "pad_id"}
         return PackedRows(**moved, pad_id=self.pad_id)
 
+    def model_inputs(self) -> tuple[torch.Tensor, ...]:
+        """What :func:`packed_logits` takes after the model: input ids, attention mask, position ids, starts."""
+        return self.input_ids, self.attention_mask, self.position_ids, self.starts
+
     def subset(self, keep: torch.Tensor) -> PackedRows:
         """The texts where ``keep`` is true, packed again on their own."""
         ids = [
@@ -194,12 +198,13 @@ def prediction_collate(pad_batch, pad_id: int, model, device: torch.device, pack
     return PackTexts(pad_id) if pack else PackWherePaddingWastes(pad_batch, pad_id)
 
 
-def packed_logits(model, rows: PackedRows) -> torch.Tensor:
-    """A ``...ForSequenceClassification``'s logits for packed texts, in their input order."""
+def packed_logits(model, input_ids, attention_mask, position_ids, starts) -> torch.Tensor:
+    """A ``...ForSequenceClassification``'s logits for packed texts (:meth:`PackedRows.model_inputs`), in their input
+    order. Tensors only: what compiled code is given too."""
     hidden = model.base_model(
-        input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
     ).last_hidden_state
-    first = hidden[rows.starts[:, 0], rows.starts[:, 1]]
+    first = hidden[starts[:, 0], starts[:, 1]]
     if model.config.model_type == "distilbert":  # its head: pre_classifier, ReLU, dropout, classifier
         return model.classifier(model.dropout(torch.relu(model.pre_classifier(first))))
     return model.classifier(model.dropout(model.base_model.pooler(first[:, None])))  # BERT: pooler, dropout, ...
