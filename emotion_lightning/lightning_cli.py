@@ -133,11 +133,7 @@ class EmotionCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         notes = []
-        if subcommand == "predict":
-            config.trainer.precision = prediction_precision(config.trainer.precision, config.trainer.accelerator)
-        precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
-        if message:
-            config.trainer.precision = precision
+        if message := _set_runnable_precision(subcommand, config.trainer):
             notes.append(f"trainer.precision: {message}")
         if config.trainer.logger in DEFAULT_LOGGER and subcommand in ("fit", None):
             notes.append(
@@ -256,13 +252,9 @@ class EmotionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        if self.subcommand == "predict":
-            config.trainer.precision = prediction_precision(config.trainer.precision, config.trainer.accelerator)
-        precision, message = runnable_precision(config.trainer.precision, config.trainer.accelerator)
-        self.precision_note = message
-        if message:
-            say(message)
-            config.trainer.precision = precision
+        self.precision_note = _set_runnable_precision(self.subcommand, config.trainer)
+        if self.precision_note:
+            say(self.precision_note)
         if self.subcommand != "fit":
             # The data module gives each process its share of the texts itself (the texts left to do, evenly; an
             # empty batch for a process with none): Lightning's samplers would repeat texts, or refuse a process none.
@@ -427,6 +419,15 @@ def run(
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None:
             wandb.finish(exit_code=1 if failed else 0)
+
+
+def _set_runnable_precision(subcommand: str | None, trainer) -> str | None:
+    """Set ``trainer.precision`` (the parsed Trainer settings) to what runs here: ``predict`` without one takes the
+    predictor's; fp16 becomes bf16 or fp32 without CUDA. The message saying so, or None."""
+    if subcommand == "predict":
+        trainer.precision = prediction_precision(trainer.precision, trainer.accelerator)
+    trainer.precision, message = runnable_precision(trainer.precision, trainer.accelerator)
+    return message
 
 
 def main(args: list[str]) -> None:
