@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from emotion_lightning.cpu import SPEED_FLAGS, cpu_flags
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion" / "validation.txt"
 
 PIPELINE_SCRIPT = """
@@ -81,12 +83,6 @@ def timed(command: list[str]) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def cpu_flags() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
-    return " ".join(sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}))
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         warm_arm(*sys.argv[2:5])
@@ -95,7 +91,8 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    report = {"cpu_flags": cpu_flags(), "cores": len(os.sched_getaffinity(0)), "checkpoint": args.checkpoint}
+    flags = " ".join(sorted(cpu_flags() & set(SPEED_FLAGS)))
+    report = {"cpu_flags": flags, "cores": len(os.sched_getaffinity(0)), "checkpoint": args.checkpoint}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         folder = work / "exported"

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import aiohttp
 
+from emotion_lightning.cpu import SPEED_FLAGS, cpu_flags
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion" / "validation.txt"
 BAD_BODIES = [
     b"not json",
@@ -194,7 +196,7 @@ def main() -> None:
         "machine": os.uname().nodename,
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": sorted(cpu_flags() & set(SPEED_FLAGS)),
         "checkpoint": str(args.checkpoint),
         "neighbour": args.neighbour,
     }
@@ -208,12 +210,6 @@ def main() -> None:
     print(summary(report), file=sys.stderr)
     if args.output:
         args.output.write_text(json.dumps(report, indent=1) + "\n")
-
-
-def cpu_flags() -> list[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
-    return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def measure(args, texts, url, report) -> None:

@@ -9,10 +9,20 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cpu_kind(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+CPUINFO = Path("/proc/cpuinfo")
+# The flags that decide how fast the model runs here, as benchmarks print them beside their figures.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """The CPU's flags as /proc/cpuinfo lists them (Linux); none where there is no such file."""
+    return set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+
+
+def cpu_kind(cpuinfo: Path = CPUINFO) -> str:
     """``amx`` (AMX-BF16 matrix units), ``avx512_bf16`` (bf16 vector instructions, no AMX) or ``other``: what
     decides how fast bf16 runs here. From /proc/cpuinfo's flags (Linux); ``other`` where there are none."""
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    flags = cpu_flags(cpuinfo)
     if "amx_bf16" in flags:
         return "amx"
     return "avx512_bf16" if "avx512_bf16" in flags else "other"
