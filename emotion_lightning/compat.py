@@ -42,3 +42,10 @@ def skip_step_where(optimizer: torch.optim.Optimizer, skip: torch.Tensor | None)
         optimizer.__dict__.pop("found_inf", None)
     else:
         optimizer.found_inf = skip.float()
+
+
+def tensor_version(tensor: torch.Tensor) -> int:
+    """A counter PyTorch raises at every in-place change of a tensor (an optimizer step, ``copy_``,
+    ``load_state_dict``): how the prediction copy of the weights knows they changed. Autograd's own check of
+    saved tensors; it has no public name (``Tensor._version``)."""
+    return tensor._version

@@ -21,6 +21,7 @@ import warnings
 
 import torch
 
+from emotion_lightning.compat import tensor_version
 from emotion_lightning.cpu import cpu_kind
 from emotion_lightning.errors import SettingError
 from emotion_lightning.packing import packed_logits
@@ -44,7 +45,7 @@ def check_compile_setting(value, name: str = "compile"):
 
 def _weights_key(model: torch.nn.Module) -> tuple:
     """Changes whenever a weight does: in-place updates raise a tensor's version, replacements change its storage."""
-    return tuple((p.device, p.data_ptr(), p._version) for p in model.parameters())
+    return tuple((p.device, p.data_ptr(), tensor_version(p)) for p in model.parameters())
 
 
 class ReducedPrecisionCopy:

@@ -40,3 +40,15 @@ def test_the_fused_adamw_step_still_skips_itself_on_its_found_inf_flag():
 
 def test_a_plain_optimizer_takes_no_step_verdict():
     assert not compat.step_divides_gradients(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1))
+
+
+def test_an_in_place_change_still_raises_a_tensors_version():
+    weight = torch.nn.Parameter(torch.ones(3))
+    before = compat.tensor_version(weight)
+    with torch.no_grad():
+        weight.mul_(2)
+    assert compat.tensor_version(weight) > before
+    model = torch.nn.Linear(2, 2)
+    before = compat.tensor_version(model.weight)
+    model.load_state_dict(torch.nn.Linear(2, 2).state_dict())
+    assert compat.tensor_version(model.weight) > before
