@@ -265,6 +265,11 @@ class EmotionClassifier(L.LightningModule):
                     probabilities[unsure] = self._logits(again).float().softmax(dim=-1)
         return probabilities
 
+    @property
+    def inference_copy(self) -> ReducedPrecisionCopy | None:
+        """The reduced-precision copy of the weights that prediction last ran (None before any, or in fp32)."""
+        return self._inference_copy
+
     def _reduced_precision_copy(self, dtype: torch.dtype) -> ReducedPrecisionCopy:
         """The model's weights in ``dtype`` for prediction, made again when they have changed since."""
         if self._inference_copy is None or not self._inference_copy.matches(self.model, dtype, self.inference_compile):

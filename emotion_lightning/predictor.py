@@ -156,14 +156,14 @@ class EmotionPredictor:
     @property
     def compiled(self) -> bool:
         """Whether calls run compiled code now (see ``compile``)."""
-        copy = self.model._inference_copy
+        copy = self.model.inference_copy
         return copy is not None and copy.compiled
 
     def warm_up(self) -> None:
         """Build the fast path now rather than at the first call: the reduced-precision copy of the weights, and its
         compiled code where ``compile`` asks for it (waiting for a compilation in the background too)."""
         self._predict(["warm up"] * 2)
-        if (copy := self.model._inference_copy) is not None:
+        if (copy := self.model.inference_copy) is not None:
             copy.wait_until_compiled()
 
     def predict_probabilities(self, texts: Sequence[str]) -> torch.Tensor:

@@ -104,7 +104,7 @@ def test_the_predictor_runs_an_fp16_copy_on_cuda_eager_and_compiled(compile, tin
     predictor = EmotionPredictor.load(tiny_checkpoint, device="cuda", compile=compile)
     predictor.warm_up()
     in_fp16 = predictor.predict_probabilities(texts)
-    copy = predictor.model._inference_copy
+    copy = predictor.model.inference_copy
     assert copy.dtype == torch.float16 and copy.compiled == compile
     assert (in_fp16.argmax(1) == in_fp32.argmax(1)).all()
     torch.testing.assert_close(in_fp16, in_fp32, atol=5e-2, rtol=0)

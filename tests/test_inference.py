@@ -27,27 +27,27 @@ def model(tiny_bert):
 def test_the_copy_is_made_once_and_again_when_the_weights_change(model):
     predictor = EmotionPredictor(model, precision="bf16-mixed", compile=False)
     predictor(TEXTS)
-    made = model._inference_copy
+    made = model.inference_copy
     assert made is not None and made.dtype == torch.bfloat16
     assert all(p.dtype == torch.bfloat16 for p in made.model.parameters())
     predictor(TEXTS[:3])
-    assert model._inference_copy is made  # the same weights: the same copy
+    assert model.inference_copy is made  # the same weights: the same copy
 
     with torch.no_grad():  # as an optimizer step changes them: in place
         model.model.classifier.weight.mul_(-1)
     flipped = predictor.predict_probabilities(TEXTS)
-    assert model._inference_copy is not made
+    assert model.inference_copy is not made
     in_fp32 = EmotionPredictor(model, precision="32-true").predict_probabilities(TEXTS)
     assert (flipped.argmax(1) == in_fp32.argmax(1)).all()  # the new weights answer, not the old copy's
 
     model.load_state_dict(EmotionClassifier(backbone=model.hparams.backbone).state_dict())
     predictor(TEXTS)
-    assert model._inference_copy is not made
+    assert model.inference_copy is not made
 
 
 def test_fp32_needs_no_copy(model):
     EmotionPredictor(model, precision="32-true")(TEXTS)
-    assert model._inference_copy is None
+    assert model.inference_copy is None
 
 
 def test_a_compilation_in_the_background_answers_as_the_eager_copy(model, monkeypatch):
@@ -58,18 +58,18 @@ def test_a_compilation_in_the_background_answers_as_the_eager_copy(model, monkey
     first = predictor.predict_probabilities(TEXTS)  # answered at once, by the eager copy
     torch.testing.assert_close(first, eager)
     predictor.warm_up()  # returns once the compiled code runs
-    copy = model._inference_copy
+    copy = model.inference_copy
     assert copy.compiled
     compiled = predictor.predict_probabilities(TEXTS + ["one more text of another length than the others"])
     torch.testing.assert_close(compiled[: len(TEXTS)], eager, atol=2e-2, rtol=0)  # bf16's rounding, in another order
-    assert model._inference_copy is copy
+    assert model.inference_copy is copy
 
 
 def test_auto_leaves_the_copy_eager_where_compiling_was_not_measured_faster(model, monkeypatch):
     monkeypatch.setattr(inference_module, "COMPILE_PAYS_ON", ())
     predictor = EmotionPredictor(model, precision="bf16-mixed")
     predictor.warm_up()
-    assert not model._inference_copy.compiled
+    assert not model.inference_copy.compiled
 
 
 @pytest.mark.parametrize(("given", "taken"), [("auto", "auto"), ("TRUE", True), ("false", False), (True, True)])
@@ -188,4 +188,4 @@ def test_predictors_that_share_a_model_each_keep_their_compile_setting(model):
     eager = EmotionPredictor(model, precision="bf16-mixed", compile=False)
     EmotionPredictor(model, precision="bf16-mixed", compile=True)  # made after, never called
     eager(TEXTS)
-    assert model._inference_copy.compile is False
+    assert model.inference_copy.compile is False
