@@ -49,3 +49,10 @@ def tensor_version(tensor: torch.Tensor) -> int:
     ``load_state_dict``): how the prediction copy of the weights knows they changed. Autograd's own check of
     saved tensors; it has no public name (``Tensor._version``)."""
     return tensor._version
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of two int8 matrices, exact, in int32: the CPU's int8 dot-product instructions (AVX512-VNNI, AMX)
+    through oneDNN. PyTorch's one entry to it is ``torch._int_mm`` (torchao's int8 layouts call it too); the
+    ``torch.ao.quantization`` modules around it are deprecated."""
+    return torch._int_mm(a, b)

@@ -1,11 +1,15 @@
-"""Prediction's forward pass in reduced precision: the classifier's weights copied once to bf16 (fp16 on CUDA),
-compiled where that pays, and run without autocast.
+"""Prediction's forward pass in reduced precision: the classifier's weights copied once to bf16 (fp16 on CUDA), or
+with the transformer's linear layers in int8 on a CPU, compiled where that pays, and run without autocast.
 
 Under bf16 or fp16 autocast every call casts each fp32 weight again before its matrix product; a copy made once
 does not. The copy follows the weights: it is made again when they change (training, ``load_state_dict``, a
 move to another device). ``EmotionClassifier.probabilities`` uses it whenever prediction runs under autocast
 (``EmotionPredictor``, ``emotion-lightning predict`` and the ``serve`` workers alike) and still redoes the texts
 it is unsure of in fp32.
+
+``int8``: ``True`` runs the transformer's linear layers in int8 (:mod:`emotion_lightning.int8`) and the rest in fp32,
+in place of the bf16 copy, on a CPU; ``"auto"`` does so on the kinds of CPU where that was measured faster
+(:data:`INT8_PAYS_ON`); ``False`` never.
 
 ``compile``: ``True`` compiles the copy with ``torch.compile`` (inductor, weights frozen into the code) at the
 first call; ``"auto"`` compiles in a thread of its own while the eager copy answers, and switches to the compiled
@@ -24,23 +28,35 @@ import torch
 from emotion_lightning.compat import tensor_version
 from emotion_lightning.cpu import cpu_kind
 from emotion_lightning.errors import SettingError
+from emotion_lightning.int8 import quantize_linear_layers
 from emotion_lightning.packing import packed_logits
 
-COMPILE_SETTINGS = ("auto", True, False)
+SWITCH_SETTINGS = ("auto", True, False)
 # Kinds of CPU (emotion_lightning.cpu.cpu_kind) where the compiled copy was measured to predict faster than the eager
 # one; elsewhere "auto" leaves it eager. None yet: on an AVX512-BF16 CPU without AMX (2 cores, MiniLM, 2,000 texts)
 # compiled and eager ran alike (322-344 and 320-349 texts/s; 27 s to compile), with static shapes too; AMX and AVX2
 # machines were not measured (docs/performance.md).
 COMPILE_PAYS_ON: tuple[str, ...] = ()
+# Kinds of CPU where int8 linear layers were measured to predict faster than the bf16 copy, their labels equal to
+# fp32's after the redo: on an AVX512-BF16 CPU with AVX512-VNNI, no AMX (2 cores, MiniLM, 2,000 texts, one process,
+# 4 rounds interleaved): 498 texts/s against 401 (docs/performance.md). AMX and AVX2 machines were not measured.
+INT8_PAYS_ON: tuple[str, ...] = ("avx512_bf16",)
 
 
-def check_compile_setting(value, name: str = "compile"):
+def check_switch_setting(value, name: str):
     """``auto``, ``true`` or ``false`` (strings from a command line or a YAML file too), as ``"auto"``, True, False."""
     if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
         value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
-    if value not in COMPILE_SETTINGS or isinstance(value, int) and not isinstance(value, bool):
+    if value not in SWITCH_SETTINGS or isinstance(value, int) and not isinstance(value, bool):
         raise SettingError(f"{name} must be auto, true or false, got {value!r}")
     return value
+
+
+def runs_int8(int8, device: torch.device, name: str = "int8") -> bool:
+    """Whether prediction on ``device`` runs int8 linear layers, as the setting ``int8`` says."""
+    if int8 is True and device.type != "cpu":
+        raise SettingError(f"{name} true: int8 prediction runs on a CPU, and this model is on {device}")
+    return int8 is True or int8 == "auto" and device.type == "cpu" and cpu_kind() in INT8_PAYS_ON
 
 
 def _weights_key(model: torch.nn.Module) -> tuple:
@@ -49,13 +65,17 @@ def _weights_key(model: torch.nn.Module) -> tuple:
 
 
 class ReducedPrecisionCopy:
-    """A copy of a Hugging Face sequence classifier in ``dtype``, for inference only, optionally compiled."""
+    """A copy of a Hugging Face sequence classifier in ``dtype`` (or with int8 linear layers, the rest in fp32), for
+    inference only, optionally compiled."""
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, compile="auto"):
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, compile="auto", int8: bool = False):
         self.dtype = dtype
+        self.int8 = int8
         self.key = _weights_key(model)
         # (deepcopy leaves out what nn.Module.compile added: a model compiled for training gives an eager copy)
-        self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        # Int8 products with fp32 around them: in bf16 the casts to and from the products cost what int8 saved.
+        self.model = quantize_linear_layers(self.model.float()) if int8 else self.model.to(dtype)
         self.compile = compile
         # torch.compile builds the code at the first call it is given: true compiles there, in the caller's time.
         self._compiled = self._build() if compile is True else None
@@ -73,12 +93,13 @@ class ReducedPrecisionCopy:
         """Return once a compilation started in the background has ended (at once if none was started)."""
         self._background_done.wait()
 
-    def matches(self, model: torch.nn.Module, dtype: torch.dtype, compile) -> bool:
-        """Whether this copy is of ``model``'s weights as they are now, in ``dtype``, compiled as ``compile`` says."""
-        return dtype == self.dtype and compile == self.compile and _weights_key(model) == self.key
+    def matches(self, model: torch.nn.Module, dtype: torch.dtype, compile, int8: bool) -> bool:
+        """Whether this copy is of ``model``'s weights as they are now, made with these settings."""
+        settings = (dtype, compile, int8) == (self.dtype, self.compile, self.int8)
+        return settings and _weights_key(model) == self.key
 
     def logits(self, batch: dict) -> torch.Tensor:
-        """Logits of a packed batch (``packed``) or a padded one (``input_ids``, ``attention_mask``), in ``dtype``."""
+        """Logits of a packed batch (``packed``) or a padded one (``input_ids``, ``attention_mask``)."""
         if "packed" in batch:
             inputs = batch["packed"].model_inputs()
         else:

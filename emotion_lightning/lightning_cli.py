@@ -182,7 +182,8 @@ class EmotionCLI(LightningCLI):
         say(f"Checkpoint {path} ({', '.join(described)})")
         settings = model_settings(self.checkpoint.contents)
         if subcommand != "fit":  # how to run the trained model is this command's to say, not how it was trained
-            settings.pop("compile", None)
+            for name in ("compile", "int8"):
+                settings.pop(name, None)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
     @staticmethod

@@ -26,13 +26,20 @@ from emotion_lightning.checkpoints import SCORE_CHECKPOINT_KEY, TOKENIZER_CHECKP
 from emotion_lightning.console import quiet_libraries
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
-from emotion_lightning.inference import ReducedPrecisionCopy, batch_device, check_compile_setting
+from emotion_lightning.inference import ReducedPrecisionCopy, batch_device, check_switch_setting, runs_int8
 from emotion_lightning.packing import packed_logits
 
-# A prediction made in bf16 / fp16 whose two most likely labels are closer than this is redone in fp32 (see
-# probabilities): reduced precision moved a probability by at most 0.050 (2,000 validation texts, MiniLM, bf16), so
-# a label can change only where the first two are within twice that.
+# A prediction made in bf16 / fp16 / int8 whose two most likely labels are closer than this is redone in fp32 (see
+# probabilities): bf16 moved a probability by at most 0.050 (2,000 validation texts, MiniLM), so a label can change
+# only where the first two are within twice that. Int8 moved one by up to 0.14, but every label it changed had its
+# first two within 0.1, and after the redo all 2,000 labels were fp32's (tests/test_real_data.py checks 99.5%).
 REDO_IN_FP32_WITHIN = 0.1
+
+
+def unsure_rows(probabilities: torch.Tensor) -> torch.Tensor:
+    """Which rows of reduced-precision probabilities are redone in fp32: their top two within REDO_IN_FP32_WITHIN."""
+    first, second = probabilities.topk(2, dim=-1).values.unbind(dim=-1)
+    return first - second < REDO_IN_FP32_WITHIN
 
 
 class WeightedMean(MeanMetric):
@@ -65,6 +72,10 @@ class EmotionClassifier(L.LightningModule):
             and the bf16 / fp16 copy of the weights that prediction runs; ``auto`` compiles that copy only where it
             was measured faster (:mod:`emotion_lightning.inference`), training not; ``false`` neither. For
             validate, test and predict the command line's setting counts, not the checkpoint's.
+        int8: prediction on a CPU with the transformer's linear layers in int8 (weights per output channel, inputs
+            per token) and the rest in fp32, in place of the bf16 copy: true, auto (on the CPUs where it was
+            measured faster: :mod:`emotion_lightning.inference`) or false. Labels stay fp32's through the same
+            fp32 redo of unsure texts. For validate, test and predict the command line's setting counts.
         backbone_config: the backbone's architecture. Filled in from the pretrained model and
             saved in every checkpoint, so a checkpoint rebuilds the model without any download.
     """
@@ -80,6 +91,7 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         freeze_word_embeddings: bool = False,
         compile: bool | Literal["auto"] = "auto",
+        int8: bool | Literal["auto"] = "auto",
         backbone_config: dict | None = None,
     ):
         quiet_libraries()  # trained from Python too, without the notices the command line leaves out
@@ -107,8 +119,10 @@ class EmotionClassifier(L.LightningModule):
         self._tokenizer_files = None  # the checkpoint's, once restored from them
         self._max_length: int | None = None
         # Prediction under autocast runs a copy of the weights in its dtype (emotion_lightning.inference); whether
-        # that copy is compiled: auto, True or False (EmotionPredictor's and predict's `compile`).
-        self.inference_compile = check_compile_setting(compile, "model.compile")
+        # that copy is compiled, and whether its linear layers are int8: auto, True or False (EmotionPredictor's and
+        # predict's `compile` and `int8`).
+        self.inference_compile = check_switch_setting(compile, "model.compile")
+        self.inference_int8 = check_switch_setting(int8, "model.int8")
         self._inference_copy: ReducedPrecisionCopy | None = None
 
         metrics = MetricCollection(
@@ -235,34 +249,33 @@ class EmotionClassifier(L.LightningModule):
             "probabilities": probabilities.cpu(),
         }
 
-    def probabilities(self, batch: dict) -> torch.Tensor:
+    def probabilities(self, batch: dict, redo_unsure: bool = True) -> torch.Tensor:
         """Class probabilities (fp32) of a padded batch (``input_ids``, ``attention_mask``) or a packed one
         (``packed``), in the precision that runs. Under bf16 or fp16 autocast a copy of the weights in that dtype
         predicts (:mod:`emotion_lightning.inference`), and the texts whose two most likely labels are within
         ``REDO_IN_FP32_WITHIN`` of each other are predicted again in fp32, the same way: their label is fp32's.
 
         Reduced precision moves a probability by 0.001 on average and by up to 0.050 (2,000 validation texts,
-        MiniLM, bf16); without the redo 3 of those 2,000 labels differed from fp32's, each where the first two
-        labels were within 0.01.
+        MiniLM, bf16; int8: up to 0.14); without the redo 3 of those 2,000 labels differed from fp32's (int8: 5),
+        each where the first two labels were within 0.1. ``redo_unsure=False`` leaves the redo to the caller
+        (:func:`unsure`), which can gather a whole call's unsure texts into one fp32 pass.
         """
         device = batch_device(batch).type
         texts = len(batch["packed"].index) if "packed" in batch else len(batch["input_ids"])
         reduced = torch.is_autocast_enabled(device) and texts > 0
         if reduced:  # a copy of the weights in the autocast dtype, made once, rather than a cast of each at every call
-            probabilities = self._reduced_precision_copy(torch.get_autocast_dtype(device)).logits(batch)
+            copy = self._reduced_precision_copy(torch.get_autocast_dtype(device), batch_device(batch))
+            probabilities = copy.logits(batch)
         else:
             probabilities = self._logits(batch)
         probabilities = probabilities.float().softmax(dim=-1)
-        if reduced:
-            first, second = probabilities.topk(2, dim=-1).values.unbind(dim=-1)
-            unsure = first - second < REDO_IN_FP32_WITHIN
-            if unsure.any():
-                if "packed" in batch:
-                    again = {"packed": batch["packed"].subset(unsure)}
-                else:
-                    again = {"input_ids": batch["input_ids"][unsure], "attention_mask": batch["attention_mask"][unsure]}
-                with torch.autocast(device, enabled=False):
-                    probabilities[unsure] = self._logits(again).float().softmax(dim=-1)
+        if reduced and redo_unsure and (unsure := unsure_rows(probabilities)).any():
+            if "packed" in batch:
+                again = {"packed": batch["packed"].subset(unsure)}
+            else:
+                again = {"input_ids": batch["input_ids"][unsure], "attention_mask": batch["attention_mask"][unsure]}
+            with torch.autocast(device, enabled=False):
+                probabilities[unsure] = self._logits(again).float().softmax(dim=-1)
         return probabilities
 
     @property
@@ -270,10 +283,11 @@ class EmotionClassifier(L.LightningModule):
         """The reduced-precision copy of the weights that prediction last ran (None before any, or in fp32)."""
         return self._inference_copy
 
-    def _reduced_precision_copy(self, dtype: torch.dtype) -> ReducedPrecisionCopy:
-        """The model's weights in ``dtype`` for prediction, made again when they have changed since."""
-        if self._inference_copy is None or not self._inference_copy.matches(self.model, dtype, self.inference_compile):
-            self._inference_copy = ReducedPrecisionCopy(self.model, dtype, self.inference_compile)
+    def _reduced_precision_copy(self, dtype: torch.dtype, device: torch.device) -> ReducedPrecisionCopy:
+        """The model's weights in ``dtype`` (or int8) for prediction, made again when they have changed since."""
+        settings = (dtype, self.inference_compile, runs_int8(self.inference_int8, device, "model.int8"))
+        if self._inference_copy is None or not self._inference_copy.matches(self.model, *settings):
+            self._inference_copy = ReducedPrecisionCopy(self.model, *settings)
         return self._inference_copy
 
     def _logits(self, batch: dict) -> torch.Tensor:

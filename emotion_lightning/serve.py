@@ -56,6 +56,8 @@ class ServeSettings:
         pack: pack the texts of a batch into rows, several a row (default: on a CPU)
         compile: torch.compile the bf16 / fp16 copy of the weights: auto (where measured faster), true or false;
             /health answers ready once the compiled code runs
+        int8: on a CPU, the linear layers in int8 in place of the bf16 copy: auto (where measured faster), true
+            or false
         max_batch_size: requests predicted together
         batch_timeout: seconds a batch waits for more requests
         max_texts: texts in one request
@@ -76,6 +78,7 @@ class ServeSettings:
     batch_size: int = 64  # packed on a CPU, calls of 64 texts ran 403-490 texts/s at 64 a pass, 253-380 at 16
     pack: bool | None = None
     compile: Literal["auto", "true", "false"] = "auto"
+    int8: Literal["auto", "true", "false"] = "auto"
     max_batch_size: int = 64
     batch_timeout: float = 0.02
     max_texts: int = 64
@@ -127,7 +130,9 @@ def _serve(s: ServeSettings) -> None:
     from emotion_lightning.serve_app import Rules, ServeApp
     from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
 
-    worker_settings = WorkerSettings(s.model, s.accelerator, s.precision, s.batch_size, s.workers, s.pack, s.compile)
+    worker_settings = WorkerSettings(
+        s.model, s.accelerator, s.precision, s.batch_size, s.workers, s.pack, s.compile, s.int8
+    )
     server: uvicorn.Server | None = None
 
     def stop_serving(message: str) -> None:

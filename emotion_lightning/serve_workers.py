@@ -49,6 +49,7 @@ class WorkerSettings:
     workers: int = 1
     pack: bool | None = None
     compile: str = "auto"
+    int8: str = "auto"
 
 
 def _worker_main(connection, settings: WorkerSettings) -> None:
@@ -100,6 +101,7 @@ def _load(settings: WorkerSettings, connection):
             batch_size=settings.batch_size,
             pack=settings.pack,
             compile=settings.compile,
+            int8=settings.int8,
         )
         predictor.warm_up()  # ready means ready to answer at full speed: the fast path built (and compiled)
     except EmotionLightningError as error:  # the user's to fix: said as it is
@@ -115,6 +117,7 @@ def _load(settings: WorkerSettings, connection):
         "device": str(predictor.device),
         "threads": torch.get_num_threads() if predictor.device.type == "cpu" else None,
         "compiled": predictor.compiled,
+        "int8": predictor.runs_int8,
     }
     connection.send(("ready", info))
     return predictor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from emotion_lightning import compat
@@ -52,3 +53,13 @@ def test_an_in_place_change_still_raises_a_tensors_version():
     before = compat.tensor_version(model.weight)
     model.load_state_dict(torch.nn.Linear(2, 2).state_dict())
     assert compat.tensor_version(model.weight) > before
+
+
+@pytest.mark.parametrize("rows", [1, 5, 64])  # one text's row; fewer rows than CUDA's kernel takes; a batch
+def test_the_int8_product_is_exact_in_int32(rows):
+    generator = torch.Generator().manual_seed(rows)
+    a = torch.randint(-127, 128, (rows, 96), dtype=torch.int8, generator=generator)
+    b = torch.randint(-127, 128, (96, 40), dtype=torch.int8, generator=generator)
+    product = compat.int8_matmul(a, b)
+    assert product.dtype == torch.int32
+    assert torch.equal(product, a.int() @ b.int())

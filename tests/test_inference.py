@@ -1,5 +1,6 @@
-"""Prediction's reduced-precision path: a copy of the weights made once and again when they change, compiled on
-request (or in the background), the same labels as the eager copy; the CPU facts its defaults depend on."""
+"""Prediction's reduced-precision path: a copy of the weights made once and again when they change, in bf16 or with
+int8 linear layers, compiled on request (or in the background), the same labels as the eager copy; a call's unsure
+texts redone in fp32; the CPU facts its defaults depend on."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import torch
 
 from emotion_lightning import EmotionClassifier, EmotionPredictor
 from emotion_lightning import inference as inference_module
+from emotion_lightning import model as model_module
 from emotion_lightning.cpu import cgroup_cpu_quota, cpu_kind, usable_cores
 from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import SettingError
-from emotion_lightning.inference import check_compile_setting
+from emotion_lightning.inference import check_switch_setting, runs_int8
+from emotion_lightning.int8 import Int8Linear
 from emotion_lightning.packing import ONE_LENGTH_BATCH_FROM, PackWherePaddingWastes, like_length_batches
 from tests.conftest import fixture_rows
 
@@ -25,7 +28,7 @@ def model(tiny_bert):
 
 
 def test_the_copy_is_made_once_and_again_when_the_weights_change(model):
-    predictor = EmotionPredictor(model, precision="bf16-mixed", compile=False)
+    predictor = EmotionPredictor(model, precision="bf16-mixed", compile=False, int8=False)
     predictor(TEXTS)
     made = model.inference_copy
     assert made is not None and made.dtype == torch.bfloat16
@@ -73,14 +76,64 @@ def test_auto_leaves_the_copy_eager_where_compiling_was_not_measured_faster(mode
 
 
 @pytest.mark.parametrize(("given", "taken"), [("auto", "auto"), ("TRUE", True), ("false", False), (True, True)])
-def test_compile_is_auto_true_or_false(given, taken):
-    assert check_compile_setting(given) == taken
+def test_compile_and_int8_are_auto_true_or_false(given, taken):
+    assert check_switch_setting(given, "compile") == taken
 
 
+@pytest.mark.parametrize("setting", ["compile", "int8"])
 @pytest.mark.parametrize("given", ["maybe", 1, None])
-def test_any_other_compile_setting_is_refused_by_name(given, model):
-    with pytest.raises(SettingError, match=r"^compile must be auto, true or false, got"):
-        EmotionPredictor(model, compile=given)
+def test_any_other_compile_or_int8_setting_is_refused_by_name(setting, given, model):
+    with pytest.raises(SettingError, match=rf"^{setting} must be auto, true or false, got"):
+        EmotionPredictor(model, **{setting: given})
+
+
+def test_an_int8_linear_layer_computes_what_the_fp32_one_does(model):
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(64, 48)
+    inputs = torch.randn(3, 7, 64)
+    inputs[0, 0] *= 50  # one token of large values: its scale is its own, not the others'
+    expected = linear(inputs).detach()
+    got = Int8Linear(linear)(inputs)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    error = (got - expected).norm(dim=-1) / expected.norm(dim=-1)
+    assert error.max() < 0.02, error.max()  # int8's rounding: about 1% of each output row
+
+
+def test_the_int8_copy_quantizes_the_transformer_and_keeps_the_head(model):
+    predictor = EmotionPredictor(model, precision="bf16-mixed", compile=False, int8=True)
+    probabilities = predictor.predict_probabilities(TEXTS)
+    copy = model.inference_copy
+    assert copy.int8 and predictor.runs_int8
+    layers = dict(copy.model.named_modules())
+    assert any(isinstance(module, Int8Linear) for module in layers.values())
+    assert all(isinstance(layers[name], torch.nn.Linear) for name in ("classifier", "bert.pooler.dense"))
+    assert not any(isinstance(module, torch.nn.Linear) for name, module in layers.items() if ".encoder." in name)
+    in_fp32 = EmotionPredictor(model, precision="32-true").predict_probabilities(TEXTS)
+    torch.testing.assert_close(probabilities, in_fp32, atol=0.05, rtol=0)
+    assert (probabilities.argmax(1) == in_fp32.argmax(1)).all()
+    EmotionPredictor(model, precision="bf16-mixed", compile=False, int8=False)(TEXTS)
+    assert not model.inference_copy.int8  # another setting: another copy
+
+
+def test_int8_auto_follows_the_kinds_of_cpu_where_it_was_measured_faster(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(inference_module, "INT8_PAYS_ON", (cpu_kind(),))
+    assert runs_int8("auto", cpu) and not runs_int8("auto", gpu) and not runs_int8(False, cpu)
+    monkeypatch.setattr(inference_module, "INT8_PAYS_ON", ())
+    assert not runs_int8("auto", cpu) and runs_int8(True, cpu)
+    with pytest.raises(SettingError, match=r"^model.int8 true: int8 prediction runs on a CPU, and this model is on"):
+        runs_int8(True, gpu, "model.int8")
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_calls_unsure_texts_are_redone_in_fp32(model, monkeypatch, int8):
+    in_fp32 = EmotionPredictor(model, precision="32-true").predict_probabilities(TEXTS)
+    monkeypatch.setattr(model_module, "REDO_IN_FP32_WITHIN", 2.0)  # every text is unsure
+    redone = EmotionPredictor(model, precision="bf16-mixed", int8=int8).predict_probabilities(TEXTS)
+    torch.testing.assert_close(redone, in_fp32, atol=1e-6, rtol=0)
+    monkeypatch.setattr(model_module, "REDO_IN_FP32_WITHIN", 0.0)  # none is
+    reduced = EmotionPredictor(model, precision="bf16-mixed", int8=int8).predict_probabilities(TEXTS)
+    assert not torch.equal(reduced, in_fp32)  # (the reduced-precision answers, then)
 
 
 def test_like_length_texts_are_padded_and_texts_of_every_length_packed(tiny_bert):
@@ -143,7 +196,7 @@ def test_the_kind_of_cpu_comes_from_its_flags(tmp_path):
     assert cpu_kind(tmp_path / "absent") == "other"
 
 
-def test_predict_takes_compile_from_its_command_line_not_from_the_checkpoint(tiny_checkpoint, fit_args, tmp_path):
+def test_predict_takes_compile_and_int8_from_its_command_line_not_the_checkpoint(tiny_checkpoint, fit_args, tmp_path):
     import csv
 
     from emotion_lightning.cli import main
@@ -152,8 +205,8 @@ def test_predict_takes_compile_from_its_command_line_not_from_the_checkpoint(tin
     texts = tmp_path / "texts.txt"
     texts.write_text("".join(f"{text}\n" for text in TEXTS))
     written = {}
-    for compile in ("false", "true"):  # the checkpoint holds the fit's "auto"
-        output = tmp_path / f"compile-{compile}.csv"
+    for compile, int8 in (("false", "false"), ("true", "false"), ("false", "true")):  # the checkpoint says "auto"
+        output = tmp_path / f"compile-{compile}-int8-{int8}.csv"
         args = [
             "--ckpt_path",
             str(tiny_checkpoint),
@@ -162,14 +215,17 @@ def test_predict_takes_compile_from_its_command_line_not_from_the_checkpoint(tin
             "--trainer.precision",
             "bf16-mixed",
         ]
-        main(["predict", *fit_args, *args, "--model.compile", compile, "--prediction_writer.output_file", str(output)])
+        args += ["--model.compile", compile, "--model.int8", int8, "--prediction_writer.output_file", str(output)]
+        main(["predict", *fit_args, *args])
         with output.open(newline="") as file:
-            written[compile] = list(csv.DictReader(file))
-    assert [row["label"] for row in written["true"]] == [row["label"] for row in written["false"]]
-    for compiled, eager in zip(written["true"], written["false"], strict=True):
-        assert abs(float(compiled["score"]) - float(eager["score"])) < 2e-2  # bf16's rounding, in another order
-    message = one_line_error(["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), "--model.compile", "maybe"])
-    assert "--model.compile" in message and "maybe" in message
+            written[compile, int8] = list(csv.DictReader(file))
+    eager, compiled, int8 = written["false", "false"], written["true", "false"], written["false", "true"]
+    assert [row["label"] for row in compiled] == [row["label"] for row in eager] == [row["label"] for row in int8]
+    for one, other in [*zip(compiled, eager, strict=True), *zip(int8, eager, strict=True)]:
+        assert abs(float(one["score"]) - float(other["score"])) < 3e-2  # bf16's (int8's) rounding
+    for setting in ("--model.compile", "--model.int8"):
+        message = one_line_error(["predict", *fit_args, "--ckpt_path", str(tiny_checkpoint), setting, "maybe"])
+        assert setting in message and "maybe" in message
 
 
 def test_predict_runs_in_the_precision_the_predictor_picks_unless_told(tiny_checkpoint, fit_args, capsys):
