@@ -56,8 +56,8 @@ class ServeSettings:
         pack: pack the texts of a batch into rows, several a row (default: on a CPU)
         compile: torch.compile the bf16 / fp16 copy of the weights: auto (where measured faster), true or false;
             /health answers ready once the compiled code runs
-        int8: on a CPU, the linear layers in int8 in place of the bf16 copy: auto (where measured faster), true
-            or false
+        int8: on a CPU, the linear layers in int8 in place of the bf16 copy: false, true or auto (where
+            measured faster for prediction)
         max_batch_size: requests predicted together
         batch_timeout: seconds a batch waits for more requests
         max_texts: texts in one request
@@ -78,7 +78,9 @@ class ServeSettings:
     batch_size: int = 64  # packed on a CPU, calls of 64 texts ran 403-490 texts/s at 64 a pass, 253-380 at 16
     pack: bool | None = None
     compile: Literal["auto", "true", "false"] = "auto"
-    int8: Literal["auto", "true", "false"] = "auto"
+    # Off, unlike EmotionPredictor's auto: serving measured slower with it (64 clients, 2-core AVX512-VNNI CPU: 221 and
+    # 223 requests/s, the second with spinning threads, against 273 without; the cause not found: docs/performance.md).
+    int8: Literal["auto", "true", "false"] = "false"
     max_batch_size: int = 64
     batch_timeout: float = 0.02
     max_texts: int = 64
