@@ -39,7 +39,7 @@ SWITCH_SETTINGS = ("auto", True, False)
 COMPILE_PAYS_ON: tuple[str, ...] = ()
 # Kinds of CPU where int8 linear layers were measured to predict faster than the bf16 copy, their labels equal to
 # fp32's after the redo: on an AVX512-BF16 CPU with AVX512-VNNI, no AMX (2 cores, MiniLM, 2,000 texts, one process,
-# 4 rounds interleaved): 498 texts/s against 401 (docs/performance.md). AMX and AVX2 machines were not measured.
+# 4 rounds interleaved): 554.6 texts/s against 470.9 (docs/performance.md). AMX and AVX2 machines were not measured.
 INT8_PAYS_ON: tuple[str, ...] = ("avx512_bf16",)
 
 
