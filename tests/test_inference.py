@@ -99,15 +99,22 @@ def test_an_int8_linear_layer_computes_what_the_fp32_one_does(model):
     assert error.max() < 0.02, error.max()  # int8's rounding: about 1% of each output row
 
 
-def test_the_int8_copy_quantizes_the_transformer_and_keeps_the_head(model):
+@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_distilbert"])
+def test_the_int8_copy_quantizes_the_transformer_and_keeps_the_head(backbone, request):
+    torch.manual_seed(0)
+    model = EmotionClassifier(backbone=str(request.getfixturevalue(backbone)))
     predictor = EmotionPredictor(model, precision="bf16-mixed", compile=False, int8=True)
     probabilities = predictor.predict_probabilities(TEXTS)
     copy = model.inference_copy
     assert copy.int8 and predictor.runs_int8
-    layers = dict(copy.model.named_modules())
-    assert any(isinstance(module, Int8Linear) for module in layers.values())
-    assert all(isinstance(layers[name], torch.nn.Linear) for name in ("classifier", "bert.pooler.dense"))
-    assert not any(isinstance(module, torch.nn.Linear) for name, module in layers.items() if ".encoder." in name)
+    base = copy.model.base_model
+    kept = {id(module) for module in getattr(base, "pooler", torch.nn.Module()).modules()}
+    in_transformer = [module for module in base.modules() if id(module) not in kept]
+    assert sum(isinstance(module, Int8Linear) for module in in_transformer) >= 6  # a layer: q, k, v, out, two FFN
+    assert not any(isinstance(module, torch.nn.Linear) for module in in_transformer)
+    in_base = {id(module) for module in base.modules()}
+    head = [module for module in copy.model.modules() if id(module) not in in_base]
+    assert any(isinstance(module, torch.nn.Linear) for module in head)  # the head (and pooler) as they were
     in_fp32 = EmotionPredictor(model, precision="32-true").predict_probabilities(TEXTS)
     torch.testing.assert_close(probabilities, in_fp32, atol=0.05, rtol=0)
     assert (probabilities.argmax(1) == in_fp32.argmax(1)).all()
