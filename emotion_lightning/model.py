@@ -258,14 +258,14 @@ class EmotionClassifier(L.LightningModule):
         Reduced precision moves a probability by 0.001 on average and by up to 0.050 (2,000 validation texts,
         MiniLM, bf16; int8: up to 0.14); without the redo 3 of those 2,000 labels differed from fp32's (int8: 5),
         each where the first two labels were within 0.1. ``redo_unsure=False`` leaves the redo to the caller
-        (:func:`unsure`), which can gather a whole call's unsure texts into one fp32 pass.
+        (:func:`unsure_rows`), which can gather a whole call's unsure texts into one fp32 pass.
         """
-        device = batch_device(batch).type
+        on = batch_device(batch)
+        device = on.type
         texts = len(batch["packed"].index) if "packed" in batch else len(batch["input_ids"])
         reduced = torch.is_autocast_enabled(device) and texts > 0
         if reduced:  # a copy of the weights in the autocast dtype, made once, rather than a cast of each at every call
-            copy = self._reduced_precision_copy(torch.get_autocast_dtype(device), batch_device(batch))
-            probabilities = copy.logits(batch)
+            probabilities = self._reduced_precision_copy(torch.get_autocast_dtype(device), on).logits(batch)
         else:
             probabilities = self._logits(batch)
         probabilities = probabilities.float().softmax(dim=-1)
