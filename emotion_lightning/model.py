@@ -72,10 +72,11 @@ class EmotionClassifier(L.LightningModule):
             and the bf16 / fp16 copy of the weights that prediction runs; ``auto`` compiles that copy only where it
             was measured faster (:mod:`emotion_lightning.inference`), training not; ``false`` neither. For
             validate, test and predict the command line's setting counts, not the checkpoint's.
-        int8: prediction on a CPU with the transformer's linear layers in int8 (weights per output channel, inputs
-            per token) and the rest in fp32, in place of the bf16 copy: true, auto (on the CPUs where it was
-            measured faster: :mod:`emotion_lightning.inference`) or false. Labels stay fp32's through the same
-            fp32 redo of unsure texts. For validate, test and predict the command line's setting counts.
+        int8: int8 linear layers for prediction on a CPU: true, auto or false. In place of the bf16 copy, the
+            transformer's linear layers run in int8 (weights per output channel, inputs per token) and the rest in
+            fp32; ``auto`` does so on the CPUs where it was measured faster (:mod:`emotion_lightning.inference`).
+            Labels stay fp32's through the same fp32 redo of unsure texts. For validate, test and predict the
+            command line's setting counts.
         backbone_config: the backbone's architecture. Filled in from the pretrained model and
             saved in every checkpoint, so a checkpoint rebuilds the model without any download.
     """
