@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -26,6 +27,13 @@ def cpu_kind(cpuinfo: Path = CPUINFO) -> str:
     if "amx_bf16" in flags:
         return "amx"
     return "avx512_bf16" if "avx512_bf16" in flags else "other"
+
+
+@functools.cache
+def this_cpu_kind() -> str:
+    """:func:`cpu_kind` of this machine, read once: prediction asks at every batch, and /proc/cpuinfo grows with
+    the cores (hundreds of kilobytes on a large server)."""
+    return cpu_kind()
 
 
 def usable_cores(cgroup_root: Path = CGROUP_ROOT) -> int:

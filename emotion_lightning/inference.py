@@ -26,7 +26,7 @@ import warnings
 import torch
 
 from emotion_lightning.compat import tensor_version
-from emotion_lightning.cpu import cpu_kind
+from emotion_lightning.cpu import this_cpu_kind
 from emotion_lightning.errors import SettingError
 from emotion_lightning.int8 import quantize_linear_layers
 from emotion_lightning.packing import packed_logits
@@ -56,7 +56,7 @@ def runs_int8(int8, device: torch.device, name: str = "int8") -> bool:
     """Whether prediction on ``device`` runs int8 linear layers, as the setting ``int8`` says."""
     if int8 is True and device.type != "cpu":
         raise SettingError(f"{name} true: int8 prediction runs on a CPU, and this model is on {device}")
-    return int8 is True or int8 == "auto" and device.type == "cpu" and cpu_kind() in INT8_PAYS_ON
+    return int8 is True or int8 == "auto" and device.type == "cpu" and this_cpu_kind() in INT8_PAYS_ON
 
 
 def _weights_key(model: torch.nn.Module) -> tuple:
@@ -80,7 +80,7 @@ class ReducedPrecisionCopy:
         # torch.compile builds the code at the first call it is given: true compiles there, in the caller's time.
         self._compiled = self._build() if compile is True else None
         device = next(model.parameters()).device
-        self._compile_at_first_call = compile == "auto" and device.type == "cpu" and cpu_kind() in COMPILE_PAYS_ON
+        self._compile_at_first_call = compile == "auto" and device.type == "cpu" and this_cpu_kind() in COMPILE_PAYS_ON
         self._background_done = threading.Event()
         self._background_done.set()
 
