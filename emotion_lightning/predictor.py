@@ -19,7 +19,7 @@ from emotion_lightning.backbone import load_tokenizer
 from emotion_lightning.checkpoints import read_checkpoint
 from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import EmotionLightningError, check_at_least
-from emotion_lightning.inference import check_switch_setting
+from emotion_lightning.inference import check_switch_setting, runs_int8
 from emotion_lightning.model import EmotionClassifier, unsure_rows
 from emotion_lightning.packing import PackWherePaddingWastes, like_length_batches, prediction_collate, should_pack
 from emotion_lightning.precision import inference_precision
@@ -92,6 +92,7 @@ class EmotionPredictor:
         self.int8 = check_switch_setting(int8, "int8")
         self.pack = pack
         self.model = model.eval()
+        runs_int8(self.int8, self.device, "int8")  # int8 true on a GPU: refused now, by this setting's name
         self.tokenizer = model.tokenizer
         self.labels = model.labels
         self.batch_size = batch_size

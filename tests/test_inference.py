@@ -132,6 +132,11 @@ def test_int8_auto_follows_the_kinds_of_cpu_where_it_was_measured_faster(monkeyp
         runs_int8(True, gpu, "model.int8")
 
 
+def test_a_predictor_refuses_int8_true_off_the_cpu_when_made(model):
+    with pytest.raises(SettingError, match=r"^int8 true: int8 prediction runs on a CPU, and this model is on meta"):
+        EmotionPredictor(model.to("meta"), int8=True)
+
+
 @pytest.mark.parametrize("int8", [False, True])
 def test_a_calls_unsure_texts_are_redone_in_fp32(model, monkeypatch, int8):
     in_fp32 = EmotionPredictor(model, precision="32-true").predict_probabilities(TEXTS)
