@@ -13,9 +13,9 @@ from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from emotion_lightning.compat import continue_csv_metrics
 from emotion_lightning.runs import METRICS_FILE, WANDB_LINK_FILE, read_metrics
 
 
@@ -28,7 +28,7 @@ class RunMetricsLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self):
         if self._continued:
             return super().experiment
         # Lightning's writer starts metrics.csv afresh: a resumed run's rows are put back, and its header kept.
@@ -38,7 +38,7 @@ class RunMetricsLogger(CSVLogger):
         writer = super().experiment
         if earlier:
             metrics.write_bytes(earlier)
-            writer.metrics_keys = next(csv.reader([earlier.decode("utf-8").partition("\n")[0]]), [])
+            continue_csv_metrics(writer, next(csv.reader([earlier.decode("utf-8").partition("\n")[0]]), []))
         self._continued = True
         return writer
 

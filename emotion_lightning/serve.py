@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from emotion_lightning.compat import guarded_http_protocol
 from emotion_lightning.console import quiet_libraries, say
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 
@@ -162,7 +163,7 @@ def _serve(s: ServeSettings) -> None:
         rules = Rules(s.max_texts, s.max_body_bytes, s.read_timeout, api_key, hosts, frozenset(s.cors_origins or ()))
         config = uvicorn.Config(
             ServeApp(pool, rules, info),
-            http=_guarded_http(s.read_timeout, s.max_connections),
+            http=guarded_http_protocol(s.read_timeout, s.max_connections),
             ws="none",
             lifespan="off",
             log_level="warning",
@@ -240,97 +241,6 @@ def _is_loopback(host: str) -> bool:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-# Seconds a new connection has to send its headers before it can be closed to make room for another.
-FIRST_READ_GRACE = 0.1
-# The most bytes a request's line and headers may take (h11's limit; llhttp has none of its own).
-MAX_HEADER_BYTES = 16 * 1024
-
-
-def _guarded_http(read_timeout: float, max_connections: int):
-    """uvicorn's HTTP/1.1 protocol on llhttp (httptools: Node.js's parser), with what it lacks against slow clients.
-
-    llhttp frames every request by one rule, the strict one: a request with both Transfer-Encoding and
-    Content-Length, a Content-Length given twice (even with one value), a Transfer-Encoding other than chunked
-    last, is answered 400 and its connection closed, so that no bytes a proxy framed one way run here as a second
-    request (RFC 9112 6.3). Added here: a deadline for each request's headers (a connection that opens and sends
-    nothing, or half a header, is closed after ``read_timeout``), a cap on their size (431), and at most
-    ``max_connections`` open connections (beyond, the oldest one still sending its headers is closed)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    waiting: dict = {}  # the connections still sending their headers, oldest first (a dict keeps its order)
-
-    class GuardedHttpProtocol(HttpToolsProtocol):
-        def connection_made(self, transport) -> None:
-            self._headers_deadline = None
-            self._header_bytes = 0
-            super().connection_made(transport)
-            self._watch_headers()
-            if len(self.connections) > max_connections:
-                # Not at once: accepted in a burst of thousands, a real request would be among the oldest still
-                # "sending its headers" before the loop has read what it sent with its connection.
-                self.loop.call_later(FIRST_READ_GRACE, self._close_oldest_waiting)
-
-        def data_received(self, data: bytes) -> None:
-            if self._awaits_headers():
-                self._header_bytes += len(data)
-            super().data_received(data)
-            if not self._awaits_headers():
-                self._header_bytes = 0
-            elif self._header_bytes > MAX_HEADER_BYTES:
-                self._refuse_headers_too_large()
-                return
-            self._watch_headers()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._watch_headers()
-
-        def connection_lost(self, exc) -> None:
-            self._stop_watching()
-            super().connection_lost(exc)
-
-        def _close_oldest_waiting(self) -> None:
-            if len(self.connections) > max_connections and waiting:
-                oldest = next(iter(waiting))
-                oldest._stop_watching()
-                oldest.transport.close()
-
-        def _awaits_headers(self) -> bool:
-            # No request in flight (none yet, or its answer sent): the next bytes are a request's line and headers.
-            return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
-
-        def _refuse_headers_too_large(self) -> None:
-            self._stop_watching()
-            detail = f'{{"detail": "the request line and headers are over {MAX_HEADER_BYTES} bytes"}}'.encode()
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                + f"content-length: {len(detail)}\r\nconnection: close\r\n\r\n".encode()
-                + detail
-            )
-            self.transport.close()
-
-        def _watch_headers(self) -> None:
-            if not self._awaits_headers():
-                self._stop_watching()
-            elif self._headers_deadline is None:
-                waiting[self] = None
-                self._headers_deadline = self.loop.call_later(read_timeout, self._headers_late)
-
-        def _stop_watching(self) -> None:
-            waiting.pop(self, None)
-            if self._headers_deadline is not None:
-                self._headers_deadline.cancel()
-                self._headers_deadline = None
-
-        def _headers_late(self) -> None:
-            late = self._awaits_headers()
-            self._stop_watching()
-            if late:
-                self.transport.close()
-
-    return GuardedHttpProtocol
 
 
 def main(args: list[str]) -> None:

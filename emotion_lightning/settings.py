@@ -14,6 +14,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from emotion_lightning.compat import read_argument_error
 from emotion_lightning.errors import SettingError
 
 HELP_FOLDER = resources.files("emotion_lightning") / "help"
@@ -138,19 +139,15 @@ def parser_error(message: str, settings: list[str], subcommand: str) -> SettingE
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         return f"{name} (did you mean {close[0]}?)" if close else name
 
-    if message.startswith("unrecognized arguments:"):
-        unknown = [word.partition("=")[0] for word in message.split()[2:] if word.startswith("-")]
-        return SettingError(f"unknown setting {', '.join(map(closest, unknown)) or message}; {hint}")
-    if in_config := re.search(r"does not accept (?:nested key|option) '([^']+)'", message):
-        return SettingError(f"unknown setting {closest('--' + in_config[1])} in a config file; {hint}")
-    key = re.match(r'Parser key "([^"]+)":', message)
-    if key and key[1] == "config":
+    error = read_argument_error(message)
+    if error.unknown:
+        return SettingError(f"unknown setting {', '.join(map(closest, error.unknown))}; {hint}")
+    if error.unknown_in_config:
+        return SettingError(f"unknown setting {closest('--' + error.unknown_in_config)} in a config file; {hint}")
+    if error.key == "config":
         return SettingError(f"-c / --config: {message.partition(':')[2].strip()}")
-    if key:
-        wanted = sorted(set(re.findall(r"Expected an? <class '(\w+)'>", message)) - {"NoneType"})
-        given = re.search(r"(?:Given|Got) value: (.*)", message)
-        if wanted and given:
-            return SettingError(f"--{key[1]} takes {' or '.join(wanted)}, not {given[1].strip()!r}; {hint}")
-        first = next((line.strip(" -") for line in message.splitlines()[1:] if line.strip(" -")), "")
-        return SettingError(f"--{key[1]}: {first}; {hint}")
+    if error.key and error.wanted and error.given is not None:
+        return SettingError(f"--{error.key} takes {' or '.join(error.wanted)}, not {error.given!r}; {hint}")
+    if error.key:
+        return SettingError(f"--{error.key}: {error.detail}; {hint}")
     return SettingError(f"{' '.join(message.split())}; {hint}")

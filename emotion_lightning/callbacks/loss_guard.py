@@ -36,9 +36,13 @@ class NonFiniteLossGuard(Callback):
         self._first_value: torch.Tensor | None = None
         self._step_bad: torch.Tensor | None = None
         self._skipping = None  # the optimizer whose next step was handed the verdict
+        self._batch_idx = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._window, self._first_bad, self._first_value = [], None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         loss = loss.detach()
@@ -49,7 +53,7 @@ class NonFiniteLossGuard(Callback):
         new = bad & (self._first_bad < 0)
         self._first_bad = torch.where(new, len(self._window), self._first_bad)
         self._first_value = torch.where(new, loss.float(), self._first_value)
-        self._window.append((trainer.global_step, trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx))
+        self._window.append((trainer.global_step, trainer.current_epoch, self._batch_idx))
         self._step_bad = bad
         if not all(step_divides_gradients(optimizer) for optimizer in trainer.optimizers):
             self.look(trainer)  # nothing can skip the step on the device: judge it now

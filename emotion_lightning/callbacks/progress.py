@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 
 from emotion_lightning.callbacks.resume import ResumeCheckpoint, model_checkpoint
+from emotion_lightning.compat import counting_epochs_from_one
 from emotion_lightning.console import COMMAND_STARTED, say
 
 
@@ -76,7 +77,7 @@ class LineProgress(ProgressBar):
         say(f"epoch {trainer.current_epoch + 1} validation: {shown}")
 
 
-class BarWithLoss(RichProgressBar):
+class BarWithLoss(counting_epochs_from_one(RichProgressBar)):
     """Lightning's rich progress bar, with the training loss and the time left for the whole run.
 
     Both are read every ``trainer.log_every_n_steps`` steps: a value on the device is read back only then.
@@ -90,12 +91,6 @@ class BarWithLoss(RichProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._started = (time.monotonic(), trainer.global_step)
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        # Epochs counted from 1, as the log lines and the fit summary count them (Lightning's bar counts from 0,
-        # and shows "Epoch 0/0" for a one-epoch run). A private method of the bar: tests/test_compat.py checks it.
-        epochs = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs and self.trainer.max_epochs > 0 else ""
-        return f"Epoch {current_epoch + 1}{epochs}"
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         step = trainer.global_step

@@ -119,6 +119,7 @@ class ResumeCheckpoint(Checkpoint):
         self._train_loader_state_to_restore: dict | None = None
         self._save_at_epoch_end = False
         self._saving_at_epoch_end = False
+        self._batch_idx = -1  # of the last training batch, from on_train_batch_end
         self._saved_at_step: int | None = None
         self._ctrl_c = False
 
@@ -188,7 +189,7 @@ class ResumeCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if self._batch_idx + 1 >= trainer.num_training_batches:
             # At an epoch's end ModelCheckpoint saves on_train_epoch_end (by default): wait for it,
             # so that last.ckpt records the best checkpoint this validation may have made.
             self._save_at_epoch_end = True
@@ -204,6 +205,7 @@ class ResumeCheckpoint(Checkpoint):
                 self._saving_at_epoch_end = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batch_idx = batch_idx  # validation, if due, runs after this hook: on_validation_end reads it
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save_last(trainer)
 
