@@ -196,3 +196,9 @@ def read_argument_error(message: str) -> SimpleNamespace:
         given=given[1].strip() if given else None,
         detail=next((line.strip(" -") for line in message.splitlines()[1:] if line.strip(" -")), ""),
     )
+
+
+def wandb_init_arguments(logger) -> dict:
+    """The arguments Lightning's ``WandbLogger`` will hand ``wandb.init`` when it starts its run: changed to start
+    it offline after an online start failed (the logger keeps them in a private dict; ``mode`` has no setter)."""
+    return logger._wandb_init

@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_warn
 
+from emotion_lightning.compat import wandb_init_arguments
 from emotion_lightning.console import say
 
 OFFLINE_MODES = ("offline", "dryrun", "disabled")
@@ -61,13 +62,5 @@ class FallbackWandbLogger(WandbLogger):
                 f"W&B could not be reached ({type(error).__name__}: {error}); logging offline instead. "
                 "Upload later with `wandb sync wandb/offline-run-*`."
             )
-        # wandb.init takes the mode from the environment when it is not given.
-        earlier = os.environ.get("WANDB_MODE")
-        os.environ["WANDB_MODE"] = "offline"
-        try:
-            return super().experiment
-        finally:
-            if earlier is None:
-                os.environ.pop("WANDB_MODE", None)
-            else:
-                os.environ["WANDB_MODE"] = earlier
+        wandb_init_arguments(self)["mode"] = "offline"
+        return super().experiment

@@ -197,3 +197,15 @@ def test_no_subclass_outside_compat_touches_a_private_name_of_its_library_base()
                 if any(name in vars(base) for base in foreign) or f"self.{name}" in base_source
             ]
     assert not found
+
+
+def test_lightnings_wandb_logger_still_starts_its_run_with_the_arguments_the_package_changes(monkeypatch):
+    from unittest import mock
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(project="p", mode="online")
+    compat.wandb_init_arguments(logger)["mode"] = "offline"
+    with mock.patch("wandb.init") as init, mock.patch("wandb.run", None):
+        logger.experiment  # noqa: B018 (the property starts the run)
+    assert init.call_args.kwargs["mode"] == "offline" and init.call_args.kwargs["project"] == "p"
