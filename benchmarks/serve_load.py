@@ -141,9 +141,9 @@ def run_clients(url, texts, args, bad_every=0):
 
 def in_process(checkpoint: Path, texts: list[str]) -> dict:
     from emotion_lightning import EmotionPredictor
-    from emotion_lightning.console import quiet_libraries
+    from emotion_lightning.console import set_up_messages
 
-    quiet_libraries()
+    set_up_messages()
     rates = {}
     # batch_size 64 is EmotionPredictor's default; 16 is what serve uses for its smaller batches.
     for batch_size in (64, 16):

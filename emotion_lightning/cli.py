@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 import sys
 
 from emotion_lightning import __version__
 from emotion_lightning.config_files import check_yaml_files
-from emotion_lightning.console import VERBOSE_VARIABLE, quiet_libraries, show_messages
+from emotion_lightning.console import set_up_messages
 from emotion_lightning.errors import EmotionLightningError
 from emotion_lightning.settings import HELP_FOLDER, check_setting_names, take_texts, with_recipes
 
@@ -54,6 +53,7 @@ def run(args: list[str], callbacks: list | None = None):
     """Run a Lightning subcommand with ``args`` and return the CLI, for inspection (tests, the tuner)."""
     from emotion_lightning.lightning_cli import run as run_lightning_cli
 
+    set_up_messages()
     args, texts = take_texts(list(args)) if args and args[0] == "predict" else (list(args), [])
     return run_lightning_cli(with_recipes(args), callbacks=callbacks, texts=texts)
 
@@ -92,11 +92,10 @@ def main(args: list[str] | None = None) -> None:
     except EmotionLightningError as error:
         sys.exit(f"{PROG}: error: {error}")
     given += [f"--text={text}" for text in texts]  # one word each, for lightning_cli to take back as they are
-    if "--verbose" in given:
+    verbose = "--verbose" in given
+    if verbose:
         given.remove("--verbose")
-        os.environ[VERBOSE_VARIABLE] = "1"
-    show_messages()
-    quiet_libraries()
+    set_up_messages(verbose, libraries=given[0] not in ("serve", "runs"))  # serve's workers: in their own process
     try:
         importlib.import_module(f"emotion_lightning.{SUBCOMMANDS[given[0]][0]}").main(given)
     except EmotionLightningError as error:

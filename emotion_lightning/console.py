@@ -15,7 +15,9 @@ from pathlib import Path
 from lightning_utilities.core.rank_zero import rank_zero_only
 
 log = logging.getLogger("emotion_lightning")
-VERBOSE_VARIABLE = "EMOTION_LIGHTNING_VERBOSE"
+# `--verbose`: the libraries' notices shown (set_up_messages).
+VERBOSE = False
+_SET_UP = False
 # When the command started (this module is among the first the command line imports).
 COMMAND_STARTED = time.monotonic()
 
@@ -89,22 +91,33 @@ class _OneLineForOurs:
         return self.library_format(message, category, filename, lineno, line)
 
 
-def quiet_libraries() -> None:
-    """Leave out the libraries' notices and progress bars that carry no action for the user; not after
-    ``--verbose`` (which sets ``EMOTION_LIGHTNING_VERBOSE``, for the processes a command starts too).
+def set_up_messages(verbose: bool = False, libraries: bool = True) -> None:
+    """What the command shows, set once where its process starts (the command line, a serve worker): the package's
+    messages on stderr, one line each; unless ``verbose``, not the libraries' notices and progress bars that carry
+    no action for the user. ``libraries``: Lightning and the Hugging Face libraries are imported here (importing
+    Lightning sets its loggers' level), for the commands that use them; the others import none of them.
 
-    Imports nothing: called again once Lightning is imported, which sets its loggers' level and its own warning
-    format when it is.
-    """
-    if os.environ.get(VERBOSE_VARIABLE):
+    The first call decides: the model and the data module call it too, for training from Python, and leave what
+    the command line set as it was."""
+    global VERBOSE, _SET_UP
+    if _SET_UP:
         return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    for pattern in NOISE_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    if "lightning" in sys.modules:  # its info lines (devices found, seed set, tips); its warnings still show
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    VERBOSE, _SET_UP = verbose, True
+    show_messages()
     if not isinstance(warnings.formatwarning, _OneLineForOurs):
         warnings.formatwarning = _OneLineForOurs(warnings.formatwarning)
+    if verbose:
+        return
+    for pattern in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    if libraries:
+        import datasets
+        import huggingface_hub.utils
+        import lightning.pytorch  # noqa: F401 (sets its loggers' level when imported)
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        huggingface_hub.utils.disable_progress_bars()
+        datasets.disable_progress_bars()
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # devices found, seed set, tips
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -16,7 +16,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from emotion_lightning import sources, tokenization
-from emotion_lightning.console import quiet_libraries
 from emotion_lightning.errors import SettingError, check_at_least
 from emotion_lightning.packing import padded_lengths, prediction_collate
 from emotion_lightning.sampling import (
@@ -153,7 +152,6 @@ class EmotionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         num_proc: int | None = None,
     ):
-        quiet_libraries()  # used from Python too, without the notices the command line leaves out
         super().__init__()
         self.save_hyperparameters(ignore=["predict_texts"])
         check_at_least("data.batch_size", batch_size, 1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emotion_lightning.console import quiet_libraries, say
+from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
 
 if TYPE_CHECKING:  # torch and Lightning load when an export runs, not for `export --help`
@@ -188,7 +188,6 @@ def export(settings: ExportSettings) -> Path:
     from emotion_lightning.model import EmotionClassifier
     from emotion_lightning.runs import best_score, run_folder_of
 
-    quiet_libraries()  # again, now that Lightning is imported
     checkpoint = read_checkpoint(settings.checkpoint)
     model = EmotionClassifier.from_checkpoint(checkpoint)
     # Written beside the target and renamed into place: a failed export leaves no half-written folder.

@@ -40,7 +40,7 @@ from emotion_lightning.checkpoints import (
     recorded_score,
 )
 from emotion_lightning.config_files import check_yaml_files
-from emotion_lightning.console import COMMAND_STARTED, quiet_libraries, say, show_messages
+from emotion_lightning.console import COMMAND_STARTED, say
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
@@ -390,8 +390,6 @@ def run(
     ``started``: when the command started (default: now); ``texts``: what ``predict --text`` gave.
     """
     check_yaml_files(args)
-    show_messages()
-    quiet_libraries()
     # Given as a list (to drop --verbose, and from tests): LightningCLI's warning about that is for other cases.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     held, failed, rules = runs.HeldRunFolders(), True, parser_rules()

@@ -23,7 +23,7 @@ from emotion_lightning.backbone import (
     usable_max_length,
 )
 from emotion_lightning.checkpoints import SCORE_CHECKPOINT_KEY, TOKENIZER_CHECKPOINT_KEY, model_settings
-from emotion_lightning.console import quiet_libraries
+from emotion_lightning.console import set_up_messages
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
 from emotion_lightning.inference import ReducedPrecisionCopy, batch_device, check_switch_setting, runs_int8
@@ -95,7 +95,7 @@ class EmotionClassifier(L.LightningModule):
         int8: bool | Literal["auto"] = "auto",
         backbone_config: dict | None = None,
     ):
-        quiet_libraries()  # trained from Python too, without the notices the command line leaves out
+        set_up_messages()  # trained from Python too: as quiet as the command line
         super().__init__()
         if not learning_rate > 0:
             raise SettingError(f"model.learning_rate must be more than 0, got {learning_rate}")

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from emotion_lightning import console
 from emotion_lightning.compat import guarded_http_protocol
-from emotion_lightning.console import quiet_libraries, say
+from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 
 # The API key: when this variable is set, every route but the page and /health needs the header X-API-Key.
@@ -127,14 +128,13 @@ def _serve(s: ServeSettings) -> None:
         what = "folder" if not s.model.suffix else "checkpoint"
         raise ServeError(f"{what} {s.model} does not exist")
     listening = _listen(s.host, s.port, backlog=s.max_connections)
-    quiet_libraries()
     import uvicorn
 
     from emotion_lightning.serve_app import Rules, ServeApp
     from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
 
     worker_settings = WorkerSettings(
-        s.model, s.accelerator, s.precision, s.batch_size, s.workers, s.pack, s.compile, s.int8
+        s.model, s.accelerator, s.precision, s.batch_size, s.workers, s.pack, s.compile, s.int8, console.VERBOSE
     )
     server: uvicorn.Server | None = None
 

@@ -50,6 +50,7 @@ class WorkerSettings:
     pack: bool | None = None
     compile: str = "auto"
     int8: str = "auto"
+    verbose: bool = False  # the libraries' notices shown (`serve --verbose`)
 
 
 def _worker_main(connection, settings: WorkerSettings) -> None:
@@ -64,9 +65,9 @@ def _worker_main(connection, settings: WorkerSettings) -> None:
     from emotion_lightning.tokenization import end_with_parent
 
     end_with_parent()
-    from emotion_lightning.console import quiet_libraries
+    from emotion_lightning.console import set_up_messages
 
-    quiet_libraries()
+    set_up_messages(settings.verbose)
     try:
         predictor = _load(settings, connection)
         while predictor is not None:
@@ -82,11 +83,9 @@ def _load(settings: WorkerSettings, connection):
     try:
         import torch
 
-        from emotion_lightning.console import quiet_libraries
         from emotion_lightning.cpu import usable_cores
         from emotion_lightning.predictor import EmotionPredictor
 
-        quiet_libraries()  # again, now that Lightning is imported
         if settings.accelerator == "cuda" and not torch.cuda.is_available():
             raise EmotionLightningError(
                 "--accelerator cuda: no CUDA GPU is visible here; give --accelerator cpu (or auto)"

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from emotion_lightning.config_files import read_yaml_file
-from emotion_lightning.console import quiet_libraries, say
+from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError, SettingError, check_at_least
 from emotion_lightning.settings import recipe_path
 from emotion_lightning.tokenization import process_alive
@@ -94,8 +94,6 @@ def parse(args: list[str]):
     from emotion_lightning.model import EmotionClassifier
     from emotion_lightning.runs import HeldRunFolders
     from emotion_lightning.settings import parser_rules
-
-    quiet_libraries()  # again, now that Lightning is imported
 
     class TuneCLI(EmotionCLI):
         help_subcommand = "tune"

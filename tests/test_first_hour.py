@@ -49,9 +49,9 @@ def test_the_package_warnings_are_one_plain_line():
     import warnings
 
     import emotion_lightning.model
-    from emotion_lightning.console import quiet_libraries
+    from emotion_lightning.console import set_up_messages
 
-    quiet_libraries()  # what the command line does first
+    set_up_messages()  # what the command line does first
     ours = warnings.formatwarning("texts are cut at 64", UserWarning, emotion_lightning.model.__file__, 128)
     assert ours == "warning: texts are cut at 64\n"
     theirs = warnings.formatwarning("something", UserWarning, warnings.__file__, 10)
