@@ -131,6 +131,7 @@ class EmotionDataModule(L.LightningDataModule):
         pack_predictions: pack the texts to predict into rows, several a row (default: on a CPU).
         cache_dir: where tokenized splits are kept (default ~/.cache/emotion_lightning or $EMOTION_LIGHTNING_CACHE).
         num_proc: processes that tokenize; default one per CPU (up to 8) for 100,000 rows or more, else one.
+        shuffle_seed: seed of the training batches' order; default the run's seed_everything (0 from Python).
     """
 
     def __init__(
@@ -151,6 +152,7 @@ class EmotionDataModule(L.LightningDataModule):
         pack_predictions: bool | None = None,
         cache_dir: str | None = None,
         num_proc: int | None = None,
+        shuffle_seed: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["predict_texts"])
@@ -173,6 +175,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.pack_predictions = pack_predictions
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_proc = num_proc
+        self.shuffle_seed = shuffle_seed or 0
         self.splits: dict[str, TokenizedSplit] = {}
         self._encoding: tuple | None = None  # the model's tokenizer, max_length and labels
         self._source_digest: str | None = None
@@ -383,10 +386,10 @@ class EmotionDataModule(L.LightningDataModule):
             # The tokenizer already ran in this process; forked workers must not use its threads.
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         dataset = self.splits[split]
-        # Shuffling is seeded by the run's seed (set by seed_everything) and the epoch alone, and the
-        # loader gets its own generator: the global random state is left to dropout, so that a run
-        # resumed from a checkpoint trains on exactly what an uninterrupted run would.
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        # Shuffling is seeded by shuffle_seed and the epoch alone, and the loader gets its own generator: the
+        # global random state is left to dropout, so that a run resumed from a checkpoint trains on exactly what
+        # an uninterrupted run would.
+        seed = self.shuffle_seed
         if training:
             batches = LengthGroupedBatchSampler(
                 SequentialEpochSampler(dataset),
