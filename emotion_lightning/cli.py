@@ -28,7 +28,7 @@ SUBCOMMANDS = {
         "classify the texts of a file (one per line) or of --text, into a CSV beside the checkpoint",
     ),
     "export": ("export", "write a checkpoint as a Hugging Face model folder (and ONNX with --onnx true)"),
-    "serve": ("serve", "answer predictions over HTTP with dynamic batching, and a page to try them"),
+    "serve": ("serve.server", "answer predictions over HTTP with dynamic batching, and a page to try them"),
     "tune": ("tune", "search fit settings on validation accuracy: a resumable Optuna study"),
     "runs": ("runs", "list the runs under a folder: their best val/acc, epochs and checkpoints"),
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lightning.serve_app import Refused, parse_json, read_request
+from emotion_lightning.serve.app import Refused, parse_json, read_request
 
 pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is part of the dev extra")
 
@@ -237,7 +237,7 @@ def test_every_failure_of_the_json_reader_is_a_400(raised, monkeypatch):
     def failing(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr("emotion_lightning.serve_app.json.loads", failing)
+    monkeypatch.setattr("emotion_lightning.serve.app.json.loads", failing)
     with pytest.raises(Refused) as refused:
         parse_json(b'{"text": "i am glad"}')
     assert refused.value.status == 400
@@ -319,7 +319,7 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tiny_checkpoint):
 
 
 def test_a_worker_that_cannot_start_is_one_message_not_a_hang(tmp_path):
-    from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
+    from emotion_lightning.serve.workers import ModelWorkers, WorkerSettings
 
     said = []
     pool = ModelWorkers(WorkerSettings(tmp_path / "gone.ckpt", "cpu", "32-true", 4, 1), 1, 8, 0.01, said.append)
@@ -335,7 +335,7 @@ def test_a_worker_that_cannot_start_is_one_message_not_a_hang(tmp_path):
 def test_a_failure_in_the_dispatch_fails_its_batch_and_not_the_requests_after_it(monkeypatch, tmp_path):
     import asyncio
 
-    from emotion_lightning import serve_workers
+    from emotion_lightning.serve import workers as serve_workers
 
     class Alive:
         exitcode = None

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from emotion_lightning.serve_workers import ModelWorkers, WorkerUnavailable
+from emotion_lightning.serve.workers import ModelWorkers, WorkerUnavailable
 from emotion_lightning.sources import text_problem
 
 API_PATH = "/predict"

@@ -1,8 +1,8 @@
 """Serve a trained model over HTTP: ``emotion-lightning serve MODEL`` (the ``serve`` extra: uvicorn).
 
 MODEL is a checkpoint written by ``fit`` or a folder written by ``export``. The server process answers HTTP
-(:mod:`emotion_lightning.serve_app`: every request checked before it is queued) and supervises the model worker
-processes (:mod:`emotion_lightning.serve_workers`: dynamic batching, 503 and a restart when one dies).
+(:mod:`emotion_lightning.serve.app`: every request checked before it is queued) and supervises the model worker
+processes (:mod:`emotion_lightning.serve.workers`: dynamic batching, 503 and a restart when one dies).
 
 Stopping: SIGTERM or SIGINT, to the server or to its whole process group (Ctrl-C, ``kill -- -PGID``, systemd),
 stops accepting, answers the requests in flight (within ``drain_timeout``), stops the workers and exits 0.
@@ -130,8 +130,8 @@ def _serve(s: ServeSettings) -> None:
     listening = _listen(s.host, s.port, backlog=s.max_connections)
     import uvicorn
 
-    from emotion_lightning.serve_app import Rules, ServeApp
-    from emotion_lightning.serve_workers import ModelWorkers, WorkerSettings
+    from emotion_lightning.serve.app import Rules, ServeApp
+    from emotion_lightning.serve.workers import ModelWorkers, WorkerSettings
 
     worker_settings = WorkerSettings(
         s.model, s.accelerator, s.precision, s.batch_size, s.workers, s.pack, s.compile, s.int8, console.VERBOSE
