@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
 from emotion_lightning.compat import cpu_supports_bf16
 
+if TYPE_CHECKING:  # not imported here: `serve`'s HTTP process reads PredictionPrecision and never imports torch
+    import torch
+
+# How a model predicts; "auto" picks fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32.
+PredictionPrecision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+PREDICTION_PRECISIONS = get_args(PredictionPrecision)
 FP16_SETTINGS = ("16-mixed", "16", 16)
 CUDA_ACCELERATORS = ("auto", "gpu", "cuda")
 
@@ -16,6 +22,8 @@ def runnable_precision(requested, accelerator) -> tuple[object, str | None]:
     fp16 mixed precision needs CUDA. Elsewhere it becomes bf16-mixed where the CPU computes in
     bf16 natively, else 32-true.
     """
+    import torch
+
     if requested not in FP16_SETTINGS:
         return requested, None
     accelerator_name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
@@ -37,6 +45,8 @@ def prediction_precision(requested, accelerator):
     """``predict``'s precision: the one given, else the fastest that predicts faithfully where it runs (16-mixed on
     CUDA, bf16-mixed on a CPU that computes bf16 natively, else 32-true), as ``EmotionPredictor`` picks it. (The
     Trainer's own default is 32-true.)"""
+    import torch
+
     if requested is not None:
         return requested
     accelerator_name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()

@@ -22,7 +22,7 @@ from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.inference import check_switch_setting, runs_int8
 from emotion_lightning.model import EmotionClassifier, unsure_rows
 from emotion_lightning.packing import PackWherePaddingWastes, like_length_batches, prediction_collate, should_pack
-from emotion_lightning.precision import inference_precision
+from emotion_lightning.precision import PREDICTION_PRECISIONS, inference_precision
 from emotion_lightning.sources import check_texts
 from emotion_lightning.tokenization import Encoder
 
@@ -32,10 +32,6 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 
 class ExportedModelError(EmotionLightningError, ValueError):
     """A folder given to ``from_pretrained`` that is not a trained emotion classifier with its tokenizer."""
-
-
-# Inference precisions; "auto" picks fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32.
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
 
 @dataclass(frozen=True)
@@ -85,8 +81,8 @@ class EmotionPredictor:
         compile="auto",
         int8="auto",
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in PREDICTION_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PREDICTION_PRECISIONS)}, got {precision!r}")
         check_at_least("batch_size", batch_size, 1)
         self.compile = check_switch_setting(compile, "compile")
         self.int8 = check_switch_setting(int8, "int8")
