@@ -125,6 +125,9 @@ class EmotionCLI(LightningCLI):
             subcommand = self.help_subcommand or (args[0] if args and args[0] in LIGHTNING_SUBCOMMANDS else "fit")
             trainer = [f"trainer.{name}" for name in inspect.signature(self.trainer_class.__init__).parameters]
             raise parser_error(str(error), [*settings_named_in_help(subcommand), *trainer], subcommand) from None
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        self.precision_note = _set_runnable_precision(subcommand, config.trainer)  # once: printed or said
         if printing:
             self.print_config_and_exit()
         self._read_checkpoint_once()
@@ -133,8 +136,8 @@ class EmotionCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         notes = []
-        if message := _set_runnable_precision(subcommand, config.trainer):
-            notes.append(f"trainer.precision: {message}")
+        if self.precision_note:
+            notes.append(f"trainer.precision: {self.precision_note}")
         if config.trainer.logger in DEFAULT_LOGGER and subcommand in ("fit", None):
             notes.append(
                 "trainer.logger: the run folder's metrics.csv (emotion_lightning.run_logging.RunMetricsLogger)"
@@ -254,7 +257,6 @@ class EmotionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        self.precision_note = _set_runnable_precision(self.subcommand, config.trainer)
         if self.precision_note:
             say(self.precision_note)
         _default_shuffle_seed(config)
