@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from emotion_lightning import run_logging, runs
+from emotion_lightning import runs
 from emotion_lightning.callbacks import (
     BEST_CHECKPOINT_SETTINGS,
     BarWithLoss,
@@ -45,6 +45,7 @@ from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import prediction_precision, runnable_precision
+from emotion_lightning.runs import loggers as run_logging
 from emotion_lightning.settings import parser_error, parser_rules, settings_named_in_help, take_texts
 from emotion_lightning.sources import check_predict_file
 
@@ -140,7 +141,7 @@ class EmotionCLI(LightningCLI):
             notes.append(f"trainer.precision: {self.precision_note}")
         if config.trainer.logger in DEFAULT_LOGGER and subcommand in ("fit", None):
             notes.append(
-                "trainer.logger: the run folder's metrics.csv (emotion_lightning.run_logging.RunMetricsLogger)"
+                "trainer.logger: the run folder's metrics.csv (emotion_lightning.runs.loggers.RunMetricsLogger)"
             )
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
         dumped = dumped[subcommand] if subcommand else dumped

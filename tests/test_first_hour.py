@@ -411,7 +411,7 @@ def test_training_from_python_is_as_quiet_as_the_command_line_and_keeps_its_chec
     for notice in ("LOAD REPORT", "newly initialized", "Loading weights", "Tip:", "tensorboardX", "GPU available"):
         assert notice not in done.stderr, done.stderr
     # Named as the command line names them, in the log folder: `runs` lists them.
-    from emotion_lightning.runs import describe_runs
+    from emotion_lightning.runs.listing import describe_runs
 
     run = tmp_path / "lightning_logs" / "version_0"
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from emotion_lightning.cli import main
-from emotion_lightning.runs import best_checkpoint, describe_runs
+from emotion_lightning.runs import best_checkpoint
+from emotion_lightning.runs.listing import describe_runs
 from tests.test_faults import error_of, predict_args, trained  # noqa: F401  (trained: a fixture)
 
 # Nine levels of nine aliases: a few hundred bytes that stand for 9**9 (387 million) strings once expanded.

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from emotion_lightning import runs
+from emotion_lightning.runs import ownership
 
 CLAIM = (
     "import sys; from emotion_lightning.runs import shared_new_run_folder; print(shared_new_run_folder(sys.argv[1]))"
@@ -35,7 +36,7 @@ def test_resuming_finds_the_newest_run_with_a_last_checkpoint(tmp_path):
 def _claim_as(rank: int, root: Path, port: str) -> subprocess.Popen:
     """A process of a 2-process job started by an outside launcher (torchrun, SLURM) that claims a run folder."""
     environment = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": port}
-    environment.pop(runs.RUN_FOLDER_VARIABLE, None)
+    environment.pop(ownership.RUN_FOLDER_VARIABLE, None)
     return subprocess.Popen(
         [sys.executable, "-c", CLAIM, str(root)], env=environment, stdout=subprocess.PIPE, text=True
     )
