@@ -29,7 +29,7 @@ SUBCOMMANDS = {
     ),
     "export": ("export", "write a checkpoint as a Hugging Face model folder (and ONNX with --onnx true)"),
     "serve": ("serve.server", "answer predictions over HTTP with dynamic batching, and a page to try them"),
-    "tune": ("tune", "search fit settings on validation accuracy: a resumable Optuna study"),
+    "tune": ("tune.command", "search fit settings on validation accuracy: a resumable Optuna study"),
     "runs": ("runs.listing", "list the runs under a folder: their best val/acc, epochs and checkpoints"),
 }
 

@@ -55,7 +55,7 @@ def test_an_alias_bomb_in_serves_config_or_setting_is_refused_before_the_model_l
 
 def test_aliases_are_refused_in_the_search_space(tmp_path):
     from emotion_lightning.errors import SettingError
-    from emotion_lightning.tune import read_space
+    from emotion_lightning.tune.space import read_space
 
     space = tmp_path / "space.yaml"
     space.write_text("low: &low 1.0e-5\nmodel.learning_rate: {type: float, low: *low, high: 1.0e-3}\n")
