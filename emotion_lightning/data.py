@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -13,11 +11,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from emotion_lightning import sources, tokenization
+from emotion_lightning.batches import PadBatch, TokenizedSplit
 from emotion_lightning.errors import SettingError, check_at_least
-from emotion_lightning.packing import padded_lengths, prediction_collate
+from emotion_lightning.packing import prediction_collate
 from emotion_lightning.sampling import (
     LengthGroupedBatchSampler,
     LengthSortedBatchSampler,
@@ -25,86 +24,23 @@ from emotion_lightning.sampling import (
     SequentialEpochSampler,
 )
 from emotion_lightning.tokenization import Encoder
+from emotion_lightning.tokenized_cache import (
+    build_folder,
+    cache_folder,
+    default_cache_dir,
+    put_in_place,
+    remove_abandoned_builds,
+    source_fingerprint,
+    tokenizer_fingerprint,
+)
 
 # The dataset's label ids, in order (dair-ai/emotion). Everything else derives from this.
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 
-# Bump when the cached layout changes, so that stale caches are not reused.
-CACHE_FORMAT = 4
-
 # The labelled splits each stage reads.
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
 
-# From this many rows on, tokenizing in several processes pays for starting them.
-LARGE_DATA_ROWS = 100_000
-
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    """Where tokenized splits are kept: $EMOTION_LIGHTNING_CACHE, else ~/.cache/emotion_lightning."""
-    return Path(os.environ.get("EMOTION_LIGHTNING_CACHE", Path.home() / ".cache" / "emotion_lightning"))
-
-
-class TokenizedSplit(Dataset):
-    """A tokenized split kept in memory-mapped Arrow; fetches whole batches at once.
-
-    Only the columns a batch needs are read; ``text`` only where the output shows it.
-    """
-
-    def __init__(self, table, with_text: bool = False):
-        columns = ["input_ids", "index"] + [name for name in ("label", "text") if name in table.column_names]
-        if not with_text and "text" in columns:
-            columns.remove("text")
-        self.table = table.select_columns(columns)
-        self.lengths = table.data.column("length").to_numpy()
-        self.truncated = table.data.column("truncated").to_numpy(zero_copy_only=False)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.table[index]
-
-    def __getitems__(self, indices: list[int]) -> dict[str, list]:
-        # One columnar read per batch instead of one row read per example.
-        return self.table[indices]
-
-
-def empty_batch(columns: dict[str, list]) -> dict:
-    """A batch of no text, shaped as :class:`PadBatch` makes them (``input_ids`` of no row): the model answers it
-    with no prediction, without running the encoder."""
-    nothing = torch.zeros((0, 1), dtype=torch.long)
-    batch = {"input_ids": nothing, "attention_mask": nothing, "index": torch.zeros(0, dtype=torch.long)}
-    if "label" in columns:
-        batch["labels"] = torch.zeros(0, dtype=torch.long)
-    if "text" in columns:
-        batch["text"] = []
-    return batch
-
-
-class PadBatch:
-    """Collate a columnar batch: ``input_ids`` padded (the tokenizer's padding) to the first of
-    :func:`padded_lengths` that holds the batch's longest text."""
-
-    def __init__(self, tokenizer, max_length: int, fixed_lengths: bool = True):
-        self.tokenizer = tokenizer
-        # Without fixed lengths, every length up to max_length is one: each batch pads to its own longest.
-        self.lengths = padded_lengths(max_length) if fixed_lengths else range(1, max_length + 1)
-
-    def __call__(self, columns: dict[str, list]) -> dict:
-        if not columns["input_ids"]:  # the empty batch of a process with no text of its own (LengthSortedBatchSampler)
-            return empty_batch(columns)
-        features = [{"input_ids": ids} for ids in columns["input_ids"]]
-        longest = max(map(len, columns["input_ids"]))
-        length = next(length for length in self.lengths if length >= longest)
-        batch = dict(self.tokenizer.pad(features, padding="max_length", max_length=length, return_tensors="pt"))
-        batch["index"] = torch.as_tensor(columns["index"])
-        if "label" in columns:
-            batch["labels"] = torch.as_tensor(columns["label"])
-        if "text" in columns:
-            batch["text"] = columns["text"]
-        return batch
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -220,42 +156,16 @@ class EmotionDataModule(L.LightningDataModule):
             sources.check_split_file(path, split)
         return {**found, **given}
 
-    def _tokenizer_fingerprint(self) -> str:
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            described = json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
-        else:
-            # Truncation and padding state change when the tokenizer is called: not part of its identity.
-            described = json.loads(backend.to_str())
-            described.pop("truncation", None)
-            described.pop("padding", None)
-            described = json.dumps(described, sort_keys=True)
-        return hashlib.sha256(described.encode()).hexdigest()
-
     def _source_fingerprint(self) -> str:
         # Read once per datamodule: prepare_data and setup both need it, and the files can be large.
         if self._source_digest is None:
-            digest = hashlib.sha256(f"hub:{self.dataset_name}:{self.dataset_config}".encode())
-            for split, path in sorted(self.split_files().items()):
-                digest.update(f"{split}:{path.name}:".encode())
-                with path.open("rb") as file:
-                    while block := file.read(1 << 20):
-                        digest.update(block)
-            self._source_digest = digest.hexdigest()
+            self._source_digest = source_fingerprint(self.dataset_name, self.dataset_config, self.split_files())
         return self._source_digest
 
     def cache_path(self) -> Path:
         """The folder of this data + tokenizer + settings; same inputs, same folder."""
-        key = json.dumps(
-            [
-                CACHE_FORMAT,
-                self._source_fingerprint(),
-                self._tokenizer_fingerprint(),
-                self.max_length,
-                self.labels,
-            ]
-        )
-        return self.cache_dir / hashlib.sha256(key.encode()).hexdigest()[:20]
+        key = (self._source_fingerprint(), tokenizer_fingerprint(self.tokenizer), self.max_length, self.labels)
+        return cache_folder(self.cache_dir, *key)
 
     # -- Lightning hooks ---------------------------------------------------------------------
 
@@ -288,8 +198,8 @@ class EmotionDataModule(L.LightningDataModule):
         # cannot mix their files (the first rename wins, the others discard their copy).
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tokenization.remove_abandoned_builds(self.cache_dir)
-            building = tokenization.build_folder(self.cache_dir, target.name)
+            remove_abandoned_builds(self.cache_dir)
+            building = build_folder(self.cache_dir, target.name)
         except OSError as error:
             raise SettingError(
                 f"cannot keep tokenized data in {self.cache_dir} (data.cache_dir, or $EMOTION_LIGHTNING_CACHE): "
@@ -317,14 +227,7 @@ class EmotionDataModule(L.LightningDataModule):
             for split, rows in raw.items():
                 self._tokenize(rows).save_to_disk(str(building / split))
             shutil.rmtree(staging, ignore_errors=True)
-            (building / "complete").write_text(json.dumps(sorted(path.name for path in building.iterdir())))
-            if target.is_dir() and not (target / "complete").is_file():
-                shutil.rmtree(target)  # left by a run of an older version that was killed
-            try:
-                building.rename(target)
-            except OSError:
-                if not (target / "complete").is_file():
-                    raise
+            put_in_place(building, target)
         finally:
             shutil.rmtree(building, ignore_errors=True)
 
@@ -360,18 +263,12 @@ class EmotionDataModule(L.LightningDataModule):
             raise SettingError("nothing to predict: give --data.predict_file (one text per line) or --text TEXT")
         return sources.check_texts(self.predict_texts)
 
-    def tokenization_processes(self, rows: int) -> int:
-        """``num_proc`` if given; else one process per CPU (up to 8) for large data, one for small."""
-        if self.num_proc is not None:
-            return self.num_proc
-        return 1 if rows < LARGE_DATA_ROWS else max(1, min(8, os.cpu_count() or 1))
-
     def _tokenize(self, rows):
         """Tokenize a ``datasets.Dataset`` with ``text`` (and ``label``, ``index``) columns."""
         import pyarrow.compute as pc
 
         max_length = self.max_length
-        encoder, processes = Encoder(self.tokenizer, max_length), self.tokenization_processes(len(rows))
+        encoder, processes = Encoder(self.tokenizer, max_length), tokenization.processes_for(len(rows), self.num_proc)
         # A progress bar only for splits worth waiting for, not for a few texts predicted from Python.
         tokenized = tokenization.tokenize(rows, encoder, processes, progress=len(rows) >= 10_000)
         truncated = pc.sum(tokenized.data.column("truncated")).as_py() or 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from emotion_lightning.batches import empty_batch, padded_lengths
+
 # Tokens in a row: long enough to hold a dozen tweets, short enough that attention over the whole row (masked)
 # costs less than the padding it saves (docs/performance.md).
 ROW_LENGTH = 256
@@ -22,20 +24,6 @@ PACKED_MODEL_TYPES = ("bert", "distilbert")
 # spans the whole row, so the sorted, like-length batches of a long call ran faster padded (2,000 validation texts in
 # batches of 64, MiniLM, bf16: 354-392 texts/s padded, 281-347 packed; docs/performance.md).
 PADDING_NOT_WORTH_PACKING = 0.25
-
-
-def padded_lengths(max_length: int) -> tuple[int, ...]:
-    """The lengths batches (and rows) are padded to: multiples of 8 up to 64, of 32 up to 256, then 384, 512, 768,
-    ..., and ``max_length`` itself; at most 16 up to 512 tokens.
-
-    Few shapes let kernels (cuDNN attention graphs, compiled code, CUDA graphs) be built once per shape;
-    a batch pads at most 7 tokens more than its longest text below 64 tokens (tweets), and at most a third
-    beyond 256.
-    """
-    ladder = [*range(8, 65, 8), *range(96, 257, 32)]
-    while ladder[-1] < max_length:
-        ladder.append(ladder[-1] * 3 // 2 if ladder[-1] % 3 else ladder[-1] * 4 // 3)
-    return tuple(length for length in ladder if length < max_length) + (max_length,)
 
 
 @dataclass(frozen=True)
@@ -118,8 +106,6 @@ class PackTexts:
 
     def __call__(self, columns: dict[str, list]) -> dict:
         if not columns["input_ids"]:  # the empty batch of a process with no text of its own: nothing to pack
-            from emotion_lightning.data import empty_batch
-
             return empty_batch(columns)
         rows = pack(columns["input_ids"], list(columns["index"]), self.pad_id)
         batch = {"packed": rows, "index": rows.index}
@@ -129,7 +115,7 @@ class PackTexts:
 
 
 class PackWherePaddingWastes:
-    """Collate a batch padded (``pad_batch``, a :class:`~emotion_lightning.data.PadBatch`) where padding adds at most
+    """Collate a batch padded (``pad_batch``, a :class:`~emotion_lightning.batches.PadBatch`) where padding adds at most
     ``PADDING_NOT_WORTH_PACKING`` to its tokens, else packed: the texts of a short call (a server's batch) come in all
     lengths, those of a long one sorted by length. Texts all of one length are not padded at all: their attention
     needs no mask (see :func:`like_length_batches`)."""

@@ -16,8 +16,8 @@ import torch
 from lightning.fabric.plugins.precision import MixedPrecision
 
 from emotion_lightning.backbone import load_tokenizer
+from emotion_lightning.batches import PadBatch
 from emotion_lightning.checkpoints import read_checkpoint
-from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import EmotionLightningError, check_at_least
 from emotion_lightning.inference import check_switch_setting, runs_int8
 from emotion_lightning.model import EmotionClassifier, unsure_rows

@@ -8,25 +8,20 @@ that is gone. Build folders that a killed run leaves in the cache are removed by
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import multiprocessing
 import os
-import re
-import shutil
 import signal
-import socket
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
+from emotion_lightning import processes
+
+# From this many rows on, tokenizing in several processes pays for starting them.
+LARGE_DATA_ROWS = 100_000
 # Batch of texts handed to the tokenizer at once.
 BATCH_SIZE = 2000
-# A build folder of another machine (a shared cache) is only removed once it is this old.
-FOREIGN_BUILD_SECONDS = 24 * 3600
-
-
 # Texts longer than this many characters per token of max_length are cut (at a space) before tokenizing,
 # once enough of them is known to be truncated: a 20 MB line must not become millions of token ids.
 CHARACTERS_PER_TOKEN = 32
@@ -65,6 +60,13 @@ class Encoder:
                 return beginning, True
             limit *= 4
         return text, False
+
+
+def processes_for(rows: int, num_proc: int | None) -> int:
+    """``num_proc`` if given; else one process per CPU (up to 8) for large data, one for small."""
+    if num_proc is not None:
+        return num_proc
+    return 1 if rows < LARGE_DATA_ROWS else max(1, min(8, os.cpu_count() or 1))
 
 
 def tokenize(rows, encoder: Encoder, processes: int = 1, progress: bool = True):
@@ -109,18 +111,7 @@ def _end_with_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the tokenizer's own threads, after a fork: off
-    end_with_parent()
-
-
-def end_with_parent() -> None:
-    """Have this process killed when its parent dies, however the parent ends (SIGKILL too)."""
-    try:
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the workers end when their parent closes them
-        pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+    processes.end_with_parent()
 
 
 def _tokenize_shard(rows, encoder: Encoder, processes: int, folder: str, index: int) -> str:
@@ -140,44 +131,3 @@ def _tokenize_in_processes(rows, encoder: Encoder, processes: int):
     with multiprocessing.get_context("fork").Pool(processes, initializer=_end_with_parent) as pool:
         paths = pool.map(job, range(processes))
     return datasets.concatenate_datasets([datasets.load_from_disk(path) for path in paths])
-
-
-# -- build folders -------------------------------------------------------------------------------
-
-
-def build_folder(cache_dir: Path, target_name: str) -> Path:
-    """A new folder to build ``target_name`` in; its name says which machine and process builds it."""
-    prefix = f".building-{target_name}-{socket.gethostname()}-{os.getpid()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir))
-
-
-def remove_abandoned_builds(cache_dir: Path) -> None:
-    """Remove build folders whose process is gone: on this machine, a process that no longer runs;
-    from another machine (a shared cache), only folders older than a day. A live build is never touched."""
-    host = socket.gethostname()
-    for folder in cache_dir.glob(".building-*"):
-        match = re.fullmatch(r"\.building-[0-9a-f]+-(?P<host>.+)-(?P<pid>\d+)-[^-]+", folder.name)
-        if match is None:
-            continue  # an older version's folder: its process cannot be known
-        if match["host"] == host:
-            abandoned = not process_alive(int(match["pid"]))
-        else:
-            abandoned = time.time() - folder.stat().st_mtime > FOREIGN_BUILD_SECONDS
-        if abandoned:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (another user's counts as running; one that has ended but that
-    its parent has not collected yet, a zombie, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: the state after the command's name in /proc/PID/stat; Z (zombie) or X (dead) has ended
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from emotion_lightning.data import LABELS, LARGE_DATA_ROWS, EmotionDataModule
+from emotion_lightning.data import LABELS, EmotionDataModule
 from emotion_lightning.sources import DataFileError
+from emotion_lightning.tokenization import LARGE_DATA_ROWS, processes_for
 from tests.conftest import fixture_rows, write_semicolon_file
 
 
@@ -24,7 +25,7 @@ def make_datamodule(backbone, data_dir, tmp_path, max_length: int = 512, **setti
 
 
 def test_batches_are_padded_to_the_first_padded_length_that_holds_their_longest(tiny_distilbert, data_dir, tmp_path):
-    from emotion_lightning.data import padded_lengths
+    from emotion_lightning.batches import padded_lengths
 
     datamodule = make_datamodule(tiny_distilbert, data_dir, tmp_path, batch_size=4)
     datamodule.prepare_data()
@@ -162,15 +163,15 @@ def test_tokenizing_in_several_processes_gives_the_same_data(tiny_distilbert, da
     for datamodule in (one, two):
         datamodule.prepare_data()
         datamodule.setup("fit")
-    assert two.tokenization_processes(10) == 2
+    assert processes_for(10, two.num_proc) == 2
     for split in ("train", "validation"):
         assert two.splits[split].table.to_dict() == one.splits[split].table.to_dict()
 
 
 def test_number_of_tokenizing_processes_follows_the_size_of_the_data(tiny_distilbert, data_dir, tmp_path):
-    automatic = make_datamodule(tiny_distilbert, data_dir, tmp_path)
-    assert automatic.tokenization_processes(LARGE_DATA_ROWS - 1) == 1
-    assert automatic.tokenization_processes(LARGE_DATA_ROWS) == min(8, os.cpu_count() or 1)
+    automatic = make_datamodule(tiny_distilbert, data_dir, tmp_path).num_proc
+    assert processes_for(LARGE_DATA_ROWS - 1, automatic) == 1
+    assert processes_for(LARGE_DATA_ROWS, automatic) == min(8, os.cpu_count() or 1)
 
 
 def test_prepare_data_leaves_only_the_finished_cache(tiny_distilbert, data_dir, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lightning.tokenization import process_alive
+from emotion_lightning.processes import process_alive
 from tests.conftest import fixture_rows, run_folder, write_semicolon_file
 from tests.subprocess_runs import (
     cli_subprocess,

@@ -20,7 +20,7 @@ import torch
 from emotion_lightning import EmotionPredictor
 from emotion_lightning.checkpoints import CheckpointError
 from emotion_lightning.cli import main, run
-from emotion_lightning.tokenization import build_folder, remove_abandoned_builds
+from emotion_lightning.tokenized_cache import build_folder, remove_abandoned_builds
 from tests.conftest import fixture_rows, quiet_run_args, run_folder, tiny_training_args, write_semicolon_file
 from tests.subprocess_runs import cli_subprocess, fit_logged_run_args
 

@@ -10,8 +10,8 @@ import torch
 from emotion_lightning import EmotionClassifier, EmotionPredictor
 from emotion_lightning import inference as inference_module
 from emotion_lightning import model as model_module
+from emotion_lightning.batches import PadBatch
 from emotion_lightning.cpu import cgroup_cpu_quota, cpu_kind, usable_cores
-from emotion_lightning.data import PadBatch
 from emotion_lightning.errors import SettingError
 from emotion_lightning.inference import check_switch_setting, runs_int8
 from emotion_lightning.int8 import Int8Linear

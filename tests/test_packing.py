@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from emotion_lightning import EmotionClassifier, EmotionPredictor
-from emotion_lightning.packing import pack, padded_lengths
+from emotion_lightning.batches import padded_lengths
+from emotion_lightning.packing import pack
 from tests.conftest import fixture_rows
 
 TEXTS = [text for text, _ in fixture_rows(6, seed=5)] + [" ".join(["happy"] * 80), "sad"]

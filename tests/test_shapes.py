@@ -8,8 +8,9 @@ import lightning as L
 import torch
 
 from emotion_lightning import EmotionPredictor
+from emotion_lightning.batches import padded_lengths
 from emotion_lightning.cli import run
-from emotion_lightning.packing import ROW_LENGTH, padded_lengths
+from emotion_lightning.packing import ROW_LENGTH
 from tests.conftest import run_folder
 
 

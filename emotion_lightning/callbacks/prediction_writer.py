@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from emotion_lightning.callbacks.stop_together import StopTogether
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError
-from emotion_lightning.tokenization import process_alive
+from emotion_lightning.processes import process_alive
 
 # Where predict writes by default: <run folder>/predictions/<predict file's name>.csv
 PREDICTIONS_FOLDER = "predictions"

@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from emotion_lightning.console import say
-from emotion_lightning.tokenization import process_alive
+from emotion_lightning.processes import process_alive
 
 # Exit statuses: 128 + SIGTERM, what a shell reports for a process it terminated; 1 for a peer that is gone.
 SIGTERM_STATUS, PEER_GONE_STATUS = 143, 1

@@ -62,7 +62,7 @@ def _worker_main(connection, settings: WorkerSettings) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    from emotion_lightning.tokenization import end_with_parent
+    from emotion_lightning.processes import end_with_parent
 
     end_with_parent()
     from emotion_lightning.console import set_up_messages

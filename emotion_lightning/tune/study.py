@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emotion_lightning.console import say
-from emotion_lightning.tokenization import process_alive
+from emotion_lightning.processes import process_alive
 from emotion_lightning.tune.space import TuneError, first_line
 
 if TYPE_CHECKING:
