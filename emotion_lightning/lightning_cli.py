@@ -2,42 +2,34 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from jsonargparse import ArgumentError
-from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from emotion_lightning import runs
 from emotion_lightning.callbacks import (
     BEST_CHECKPOINT_SETTINGS,
-    BarWithLoss,
     EvaluationReports,
-    LineProgress,
     NonFiniteLossGuard,
     PredictionWriter,
     ResumeCheckpoint,
-    RunSummary,
     StopTogether,
     check_output_file,
 )
 from emotion_lightning.callbacks.prediction_writer import output_path
-from emotion_lightning.callbacks.resume import epochs_done
+from emotion_lightning.checkpoint_choice import ReadCheckpoint, checkpoint_path, finished, say_which_checkpoint
 from emotion_lightning.checkpoints import (
-    AtomicCheckpointIO,
     holds_training_state,
     model_settings,
     read_checkpoint,
-    recorded_score,
 )
 from emotion_lightning.config_files import check_yaml_files
 from emotion_lightning.console import COMMAND_STARTED, say
@@ -48,32 +40,9 @@ from emotion_lightning.precision import prediction_precision, runnable_precision
 from emotion_lightning.runs import loggers as run_logging
 from emotion_lightning.settings import parser_error, parser_rules, settings_named_in_help, take_texts
 from emotion_lightning.sources import check_predict_file
+from emotion_lightning.trainer_setup import DEFAULT_LOGGER, trainer_additions
 
-# The words --ckpt_path takes besides a file, and what each names.
-CHECKPOINT_WORDS = {
-    "best": "the best val/acc of the runs under trainer.default_root_dir",
-    "last": "the newest run of these settings, to continue it",
-    "hpc": "the newest hpc_ckpt_N.ckpt that SLURM requeueing saved",
-}
-# Values of trainer.logger that mean "Lightning's default logger".
-DEFAULT_LOGGER = (None, True)
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-def _as_list(value) -> list:
-    """A trainer setting that takes one object or a list of them, as a list."""
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-@dataclass(frozen=True)
-class ReadCheckpoint:
-    """The ``--ckpt_path`` checkpoint, read once and checked: the model's settings, its tokenizer and its weights
-    all come from here, handed to what needs them."""
-
-    path: Path
-    contents: dict
 
 
 class EmotionCLI(LightningCLI):
@@ -160,7 +129,11 @@ class EmotionCLI(LightningCLI):
             return
         config = self.config[subcommand]
         root = Path(config.trainer.default_root_dir or ".")
-        path = self._checkpoint_path(subcommand, config.get("ckpt_path"), root)
+        given = config.get("ckpt_path")
+        if given == "last" and subcommand == "fit":
+            path = self._run_to_continue(root)
+        else:
+            path = checkpoint_path(subcommand, given, root)
         config.ckpt_path = None
         if path is None:
             return
@@ -170,70 +143,17 @@ class EmotionCLI(LightningCLI):
                 f"--ckpt_path {path} holds the weights only ({runs.BEST_CHECKPOINT} is for validate, test, "
                 f"predict and export); resume a run from its {runs.LAST_CHECKPOINT} (--ckpt_path last)"
             )
-        if subcommand == "fit" and (done := self._finished(config, self.checkpoint.contents)):
+        if subcommand == "fit" and (done := finished(config, self.checkpoint.contents)):
             raise SettingError(
                 f"--ckpt_path {path}: its run has finished ({done}); raise --trainer.max_epochs to train it further, "
                 "or leave out --ckpt_path for a new run"
             )
-        run = runs.run_folder_of(path)
-        try:
-            score = recorded_score(self.checkpoint.contents) or runs.best_score(run)
-        except runs.RunFileError as error:  # only said here: these weights do not need the run's metrics
-            score = None
-            say(f"val/acc unknown: {error}")
-        described = [f"run {run.name}"] if run else []
-        described.append(f"val/acc {score:.4f}" if score is not None else "val/acc not recorded")
-        say(f"Checkpoint {path} ({', '.join(described)})")
+        say_which_checkpoint(path, self.checkpoint.contents)
         settings = model_settings(self.checkpoint.contents)
         if subcommand != "fit":  # how to run the trained model is this command's to say, not how it was trained
             for name in ("compile", "int8"):
                 settings.pop(name, None)
         self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
-
-    @staticmethod
-    def _finished(config, checkpoint: dict) -> str | None:
-        """How far a run had trained when ``checkpoint`` was saved, if that is as far as ``config`` asks; else None.
-        (Lightning would load such a run, train nothing, and say the fit finished.)"""
-        max_epochs, max_steps = config.trainer.max_epochs, config.trainer.max_steps
-        if max_epochs is None and max_steps in (None, -1):
-            max_epochs = 1000  # Lightning's default when neither is set
-        epochs = epochs_done(checkpoint)
-        if epochs is not None and max_epochs not in (None, -1) and epochs >= max_epochs:
-            return f"{epochs} of {max_epochs} epochs"
-        steps = checkpoint.get("global_step")
-        if steps is not None and max_steps not in (None, -1) and steps >= max_steps:
-            return f"{steps} of {max_steps} steps"
-        return None
-
-    def _checkpoint_path(self, subcommand: str, given: str | None, root: Path) -> Path | None:
-        """The checkpoint file ``--ckpt_path`` names: a path, ``best`` (the best ``val/acc`` of the runs under
-        ``root``), ``last`` (the newest run's), or ``hpc``."""
-        if given is None:
-            if subcommand == "fit":
-                return None
-            raise SettingError(
-                f"{subcommand} needs a trained model: give --ckpt_path, a checkpoint that fit wrote "
-                f"(<run folder>/{runs.CHECKPOINT_FOLDER}/{runs.BEST_CHECKPOINT}), or `best` / `last` for the "
-                "runs under trainer.default_root_dir"
-            )
-        if given == "last" and subcommand == "fit":
-            return self._run_to_continue(root)
-        if given == "hpc":
-            found = runs.hpc_checkpoint(root)
-        elif given == "last":
-            found = runs.newest_checkpoint(root, runs.LAST_CHECKPOINT)
-        elif given == "best":
-            found = runs.best_checkpoint(root)
-        elif not Path(given).exists() and (close := difflib.get_close_matches(given, CHECKPOINT_WORDS, n=1)):
-            raise SettingError(
-                f"--ckpt_path {given}: no such file; did you mean {close[0]}? ({CHECKPOINT_WORDS[close[0]]})"
-            )
-        else:
-            return Path(given)
-        if found is None:
-            wanted = "hpc_ckpt_N.ckpt" if given == "hpc" else f"{runs.CHECKPOINT_FOLDER}/{given}.ckpt"
-            raise SettingError(f"--ckpt_path {given}: no {wanted} under trainer.default_root_dir {root}")
-        return found
 
     def _run_to_continue(self, root: Path) -> Path | None:
         """``fit --ckpt_path last``: the ``last.ckpt`` of the newest run of these settings (its ``config.yaml``
@@ -317,27 +237,8 @@ class EmotionCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self.config_init[self.subcommand]["trainer"]
-        logger = trainer_config.get("logger")
-        if logger in DEFAULT_LOGGER:
-            # fit logs metrics.csv into its run folder; evaluating a checkpoint starts no new log.
-            run_folder = trainer_config["default_root_dir"]
-            kwargs["logger"] = run_logging.RunMetricsLogger(run_folder) if self.subcommand == "fit" else False
-        elif logger is not False and self.subcommand == "fit":
-            # With W&B (or any logger) the run folder still gets its metrics.csv.
-            kwargs["logger"] = [*_as_list(logger), run_logging.RunMetricsLogger(trainer_config["default_root_dir"])]
-        # Progress: a rich bar in a terminal, lines in a log file; unless turned off or brought by the config.
-        configured = _as_list(trainer_config.get("callbacks"))
-        extra = [RunSummary(self.started)] if self.subcommand == "fit" else [StopTogether()]
-        wants_progress = trainer_config.get("enable_progress_bar") is not False
-        if wants_progress and not any(isinstance(callback, ProgressBar) for callback in configured):
-            extra.append(BarWithLoss() if sys.stdout.isatty() else LineProgress())
-        kwargs.setdefault("callbacks", [*configured, *extra])
-        # Checkpoint files written atomically, unless the config brings its own checkpoint IO; the
-        # checkpoint already read is not read again.
-        plugins = _as_list(trainer_config.get("plugins"))
-        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            already_read = {self.checkpoint.path: self.checkpoint.contents} if self.checkpoint else {}
-            kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO(already_read)])
+        read = {self.checkpoint.path: self.checkpoint.contents} if self.checkpoint else {}
+        kwargs = {**trainer_additions(self.subcommand, trainer_config, self.started, read), **kwargs}
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:
