@@ -37,8 +37,9 @@ from emotion_lightning.tokenized_cache import (
 # The dataset's label ids, in order (dair-ai/emotion). Everything else derives from this.
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 
-# The labelled splits each stage reads.
+# The labelled splits each stage reads (all of them for a data module used on its own).
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+ALL_SPLITS = ("train", "validation", "test")
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,11 @@ class EmotionDataModule(L.LightningDataModule):
     def labels(self) -> tuple[str, ...]:
         return self._model_encoding()[2]
 
+    def state_dict(self) -> dict:
+        """The data and batch size, kept in the checkpoint by Lightning for the model card ``export`` writes."""
+        dataset = f"local files ({Path(self.data_dir).name})" if self.data_dir else self.dataset_name
+        return {"batch_size": self.batch_size, "dataset": dataset}
+
     # -- where the tokenized data lives ------------------------------------------------------
 
     def split_files(self) -> dict[str, Path]:
@@ -169,10 +175,6 @@ class EmotionDataModule(L.LightningDataModule):
 
     # -- Lightning hooks ---------------------------------------------------------------------
 
-    def _needed_splits(self, stage: str | None) -> tuple[str, ...]:
-        """The labelled splits a stage needs (all there are for a data module used on its own)."""
-        return STAGE_SPLITS.get(stage, ("train", "validation", "test"))
-
     def _local(self) -> bool:
         return self.data_dir is not None or any(self.split_files_given.values())
 
@@ -186,7 +188,7 @@ class EmotionDataModule(L.LightningDataModule):
             return  # predicting reads only the texts to classify, tokenized in setup
         if self._local():
             files = self.split_files()
-            needed = self._needed_splits(stage)
+            needed = STAGE_SPLITS.get(stage, ALL_SPLITS)
             if missing := [split for split in needed if split not in files] if stage else []:
                 raise sources.missing_splits(self.data_dir, missing, stage)
         target = self.cache_path()
@@ -243,7 +245,7 @@ class EmotionDataModule(L.LightningDataModule):
         target = self.cache_path()
         if not (target / "complete").is_file():
             raise RuntimeError(f"No tokenized data in {target}: prepare_data() must run before setup()")
-        for split in self._needed_splits(stage):
+        for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
             if not (target / split).is_dir():
                 raise sources.missing_splits(
                     self.data_dir or f"{self.dataset_name} ({self.dataset_config})", [split], stage

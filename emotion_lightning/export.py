@@ -54,7 +54,11 @@ def model_card(model: EmotionClassifier, checkpoint: dict, score: float | None) 
     data, the validation score), the training settings, and how to use it."""
     import yaml
 
-    settings, training = model.hparams, checkpoint.get("training", {})
+    from emotion_lightning.data import EmotionDataModule
+
+    # The model's record and the data module's (an older checkpoint has both in "training").
+    training = {**checkpoint.get("training", {}), **checkpoint.get(EmotionDataModule.__qualname__, {})}
+    settings = model.hparams
     backbone = str(settings.backbone)
     data = training.get("dataset") or "dair-ai/emotion"
     metadata = {

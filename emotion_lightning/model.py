@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -178,14 +177,8 @@ class EmotionClassifier(L.LightningModule):
         checkpoint[TOKENIZER_CHECKPOINT_KEY] = tokenizer_to_files(self.tokenizer)
         if (score := self.trainer.callback_metrics.get("val/acc")) is not None:  # what these weights scored
             checkpoint[SCORE_CHECKPOINT_KEY] = float(score)
-        # How it was trained, for the model card that export writes (plain values only).
-        data = self.trainer.datamodule
-        local = getattr(data, "data_dir", None)
-        checkpoint["training"] = {
-            "precision": str(self.trainer.precision),
-            "batch_size": getattr(data, "batch_size", None),
-            "dataset": f"local files ({Path(local).name})" if local else getattr(data, "dataset_name", None),
-        }
+        # How it was trained, for the model card that export writes (the data module records its own part).
+        checkpoint["training"] = {"precision": str(self.trainer.precision)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         files = checkpoint.get(TOKENIZER_CHECKPOINT_KEY)

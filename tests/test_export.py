@@ -92,3 +92,11 @@ def test_export_never_writes_into_a_folder_that_holds_something(tiny_checkpoint,
         main(["export", str(tiny_checkpoint), str(tmp_path)])
     assert "exists and is not an empty folder" in exit_info.value.code
     assert [path.name for path in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_the_model_card_says_what_the_model_was_trained_on(exported, data_dir):
+    card = (exported / "README.md").read_text()
+    # The data module's record (its batch size and data), the model's (the precision), each from the checkpoint.
+    assert f"| training data | local files ({data_dir.name}) |" in card
+    assert "| batch size | 8 |" in card
+    assert "| precision | 32-true |" in card
