@@ -577,7 +577,28 @@ def test_health_page_and_api_docs_with_nothing_from_the_network(server):
     assert server.get("/docs/swagger-ui-bundle.js")[0] == 200
     assert server.get("/docs/swagger-ui.css")[0] == 200
     assert server.get("/docs/../../etc/passwd")[0] == 404
-    assert "/predict" in json.loads(server.get("/openapi.json")[1])["paths"]
+    document = json.loads(server.get("/openapi.json")[1])
+    body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    texts = next(form for form in body["oneOf"] if "texts" in form["properties"])["properties"]["texts"]
+    assert texts["maxItems"] == 4  # this server's --max_texts
+
+
+def test_the_api_document_describes_the_bodies_the_server_reads():
+    from emotion_lightning.serve.app import openapi_document
+
+    body = openapi_document(max_texts=3)["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    for form in body["schema"]["oneOf"]:
+        (name,) = form["required"]
+        field = form["properties"][name]
+        value = "a text" if field["type"] == "string" else ["a text"] * field["maxItems"]
+        assert read_request({name: value}, max_texts=3).texts  # what the document allows is read
+        with pytest.raises(Refused):  # and nothing beside it
+            read_request({name: value, "other": 1}, max_texts=3)
+        if field["type"] == "array":
+            with pytest.raises(Refused) as refused:
+                read_request({name: value + ["one more"]}, max_texts=3)
+            assert refused.value.status == 413
+    assert read_request(body["example"], max_texts=3).texts
 
 
 def test_info_says_what_the_server_takes_and_shows_no_path(server, tiny_checkpoint):

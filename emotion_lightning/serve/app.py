@@ -41,6 +41,9 @@ ROUTES = {
 # The pages anyone may read; every other route needs the API key when one is set.
 OPEN_PATHS = ("/", "/health")
 USAGE = 'send {"text": "..."} or {"texts": ["...", ...]}'
+# The body of POST /predict: an object of exactly one of these fields. read_request reads by them, and the OpenAPI
+# document's request schema is made from them (with the server's own limit on texts).
+REQUEST_FIELDS = {"text": {"type": "string"}, "texts": {"type": "array", "minItems": 1, "items": {"type": "string"}}}
 
 
 class Refused(Exception):
@@ -64,7 +67,7 @@ def read_request(payload: object, max_texts: int) -> TextsToClassify:
     """``{"text": "..."}`` or ``{"texts": [...]}``, or :class:`Refused` saying what is wrong."""
     if not isinstance(payload, dict):
         raise Refused(422, f"the body must be a JSON object: {USAGE}")
-    if set(payload) not in ({"text"}, {"texts"}):
+    if len(payload) != 1 or next(iter(payload)) not in REQUEST_FIELDS:
         raise Refused(422, f"unexpected fields {sorted(payload)}: {USAGE}")
     single = "text" in payload
     texts = [payload["text"]] if single else payload["texts"]
@@ -77,6 +80,19 @@ def read_request(payload: object, max_texts: int) -> TextsToClassify:
             where = '"text"' if single else f'"texts"[{position}]'
             raise Refused(422, f"{where}: {problem}")
     return TextsToClassify(texts, single)
+
+
+def openapi_document(max_texts: int) -> dict:
+    """The API's OpenAPI document: ``static/openapi.json`` (the responses, the key), with the request schema made
+    from :data:`REQUEST_FIELDS` and this server's limit on texts."""
+    document = json.loads((STATIC / "openapi.json").read_text())
+    forms = []
+    for name, schema in REQUEST_FIELDS.items():
+        schema = {**schema, "maxItems": max_texts} if schema["type"] == "array" else schema
+        form = {"type": "object", "required": [name], "additionalProperties": False, "properties": {name: schema}}
+        forms.append(form)
+    document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"] = {"oneOf": forms}
+    return document
 
 
 def parse_json(body: bytes) -> object:
@@ -123,7 +139,7 @@ class ServeApp:
         self.workers, self.rules = workers, rules
         self.info = json.dumps(info).encode()
         self.page = (STATIC / "index.html").read_bytes()
-        self.openapi = (STATIC / "openapi.json").read_bytes()
+        self.openapi = json.dumps(openapi_document(rules.max_texts)).encode()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # no WebSockets, and the app has no start-up or shut-down of its own
