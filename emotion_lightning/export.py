@@ -226,7 +226,7 @@ def export(settings: ExportSettings) -> Path:
 
 def main(args: list[str]) -> None:
     """``emotion-lightning export CHECKPOINT FOLDER [--onnx true]``"""
-    from emotion_lightning.settings import parse_settings
+    from emotion_lightning.cli.settings import parse_settings
 
     export(parse_settings(ExportSettings, args))
 

@@ -14,7 +14,8 @@ import textwrap
 from pathlib import Path
 
 from emotion_lightning.cli import PROG, SUBCOMMANDS, main
-from emotion_lightning.settings import HELP_FOLDER, RECIPES
+from emotion_lightning.cli.config_files import RECIPES
+from emotion_lightning.cli.settings import HELP_FOLDER
 
 # What --help leaves to --help-all: the Trainer's eighty settings, and the optimizer's and scheduler's.
 LEFT_TO_HELP_ALL = re.compile(r"--(trainer|optimizer|lr_scheduler)([ .]|$)")

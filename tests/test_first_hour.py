@@ -143,7 +143,7 @@ def test_subcommand_help_answers_without_importing_torch_and_lists_the_package_s
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict", "export", "serve", "tune"])
 def test_the_shipped_help_is_the_parsers(subcommand):
-    from emotion_lightning.settings import HELP_FOLDER
+    from emotion_lightning.cli.settings import HELP_FOLDER
     from tests.help_texts import shipped_help
 
     shipped = (HELP_FOLDER / f"{subcommand}.txt").read_text()

@@ -178,9 +178,9 @@ def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_study_goes_on(
 
 
 def test_a_study_goes_on_past_a_failed_trial(tiny_distilbert, data_dir, tmp_path, monkeypatch):
-    import emotion_lightning.lightning_cli
+    import emotion_lightning.cli.lightning
 
-    real_run, calls = emotion_lightning.lightning_cli.run, []
+    real_run, calls = emotion_lightning.cli.lightning.run, []
 
     def first_trial_fails(args, callbacks=None):
         calls.append(args)
@@ -188,7 +188,7 @@ def test_a_study_goes_on_past_a_failed_trial(tiny_distilbert, data_dir, tmp_path
             raise OSError(28, "No space left on device")
         return real_run(args, callbacks=callbacks)
 
-    monkeypatch.setattr(emotion_lightning.lightning_cli, "run", first_trial_fails)
+    monkeypatch.setattr(emotion_lightning.cli.lightning, "run", first_trial_fails)
     space = tmp_path / "space.yaml"
     space.write_text("model.warmup_ratio: {type: float, low: 0.0, high: 0.2}\n")
     main(tune_args(tiny_distilbert, data_dir, tmp_path, "--tune.space", str(space), "--tune.trials", "2"))

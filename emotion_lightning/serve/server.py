@@ -246,6 +246,6 @@ def _url_host(host: str) -> str:
 
 def main(args: list[str]) -> None:
     """``emotion-lightning serve MODEL [--host ...] [--port ...] ...``"""
-    from emotion_lightning.settings import parse_settings
+    from emotion_lightning.cli.settings import parse_settings
 
     serve(parse_settings(ServeSettings, args))

@@ -11,7 +11,7 @@ import yaml
 from emotion_lightning.console import say
 
 if TYPE_CHECKING:
-    from emotion_lightning.tune.command import TuneSettings
+    from emotion_lightning.tune.settings import TuneSettings
 
 
 def report(study, settings: TuneSettings, fit_config: str) -> None:

@@ -6,10 +6,10 @@ import inspect
 import math
 from pathlib import Path
 
-from emotion_lightning.config_files import read_yaml_file
+from emotion_lightning.cli.config_files import read_yaml_file
+from emotion_lightning.cli.settings import recipe_path
 from emotion_lightning.console import say
 from emotion_lightning.errors import EmotionLightningError, SettingError
-from emotion_lightning.settings import recipe_path
 
 KINDS = ("float", "int", "categorical")
 PLAIN_VALUES = (str, int, float, bool, type(None))

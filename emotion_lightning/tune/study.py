@@ -14,7 +14,7 @@ from emotion_lightning.processes import process_alive
 from emotion_lightning.tune.space import TuneError, first_line
 
 if TYPE_CHECKING:
-    from emotion_lightning.tune.command import TuneSettings
+    from emotion_lightning.tune.settings import TuneSettings
 
 # A stopped tuner's trial counts as interrupted once it has sent no heartbeat for this long.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 2, 10

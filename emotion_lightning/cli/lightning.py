@@ -25,22 +25,22 @@ from emotion_lightning.callbacks import (
     check_output_file,
 )
 from emotion_lightning.callbacks.prediction_writer import output_path
-from emotion_lightning.checkpoint_choice import ReadCheckpoint, checkpoint_path, finished, say_which_checkpoint
 from emotion_lightning.checkpoints import (
     holds_training_state,
     model_settings,
     read_checkpoint,
 )
-from emotion_lightning.config_files import check_yaml_files
+from emotion_lightning.cli.checkpoint_choice import ReadCheckpoint, checkpoint_path, finished, say_which_checkpoint
+from emotion_lightning.cli.config_files import check_yaml_files
+from emotion_lightning.cli.settings import parser_error, parser_rules, settings_named_in_help, take_texts
+from emotion_lightning.cli.trainer_setup import DEFAULT_LOGGER, trainer_additions
 from emotion_lightning.console import COMMAND_STARTED, say
 from emotion_lightning.data import EmotionDataModule
 from emotion_lightning.errors import SettingError
 from emotion_lightning.model import EmotionClassifier
 from emotion_lightning.precision import prediction_precision, runnable_precision
 from emotion_lightning.runs import loggers as run_logging
-from emotion_lightning.settings import parser_error, parser_rules, settings_named_in_help, take_texts
 from emotion_lightning.sources import check_predict_file
-from emotion_lightning.trainer_setup import DEFAULT_LOGGER, trainer_additions
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 

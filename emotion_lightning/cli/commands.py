@@ -1,7 +1,7 @@
 """The command line: ``emotion-lightning SUBCOMMAND`` (also ``python -m emotion_lightning``).
 
 One table names each subcommand and the module that runs it (its ``main(args)``, ``args[0]`` the subcommand);
-every one parses its settings by the rules of :mod:`emotion_lightning.settings`. ``--help`` answers from the
+every one parses its settings by the rules of :mod:`emotion_lightning.cli.settings`. ``--help`` answers from the
 shipped text without importing torch (a test checks it against each parser), ``--help-all`` from the parser.
 """
 
@@ -12,19 +12,19 @@ import importlib
 import sys
 
 from emotion_lightning import __version__
-from emotion_lightning.config_files import check_yaml_files
+from emotion_lightning.cli.config_files import check_yaml_files
+from emotion_lightning.cli.settings import HELP_FOLDER, check_setting_names, take_texts, with_recipes
 from emotion_lightning.console import set_up_messages
 from emotion_lightning.errors import EmotionLightningError
-from emotion_lightning.settings import HELP_FOLDER, check_setting_names, take_texts, with_recipes
 
 PROG = "emotion-lightning"
 # Adding a subcommand is one entry here, a module with main(args), and its help/<name>.txt.
 SUBCOMMANDS = {
-    "fit": ("lightning_cli", "train a model into a new run folder under trainer.default_root_dir"),
-    "validate": ("lightning_cli", "evaluate a checkpoint on a labelled split; reports go beside the checkpoint"),
-    "test": ("lightning_cli", "evaluate a checkpoint on the test split; reports go beside the checkpoint"),
+    "fit": ("cli.lightning", "train a model into a new run folder under trainer.default_root_dir"),
+    "validate": ("cli.lightning", "evaluate a checkpoint on a labelled split; reports go beside the checkpoint"),
+    "test": ("cli.lightning", "evaluate a checkpoint on the test split; reports go beside the checkpoint"),
     "predict": (
-        "lightning_cli",
+        "cli.lightning",
         "classify the texts of a file (one per line) or of --text, into a CSV beside the checkpoint",
     ),
     "export": ("export", "write a checkpoint as a Hugging Face model folder (and ONNX with --onnx true)"),
@@ -51,7 +51,7 @@ def top_level_help() -> str:
 
 def run(args: list[str], callbacks: list | None = None):
     """Run a Lightning subcommand with ``args`` and return the CLI, for inspection (tests, the tuner)."""
-    from emotion_lightning.lightning_cli import run as run_lightning_cli
+    from emotion_lightning.cli.lightning import run as run_lightning_cli
 
     set_up_messages()
     args, texts = take_texts(list(args)) if args and args[0] == "predict" else (list(args), [])

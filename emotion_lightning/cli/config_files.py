@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from emotion_lightning.errors import SettingError
+
+# The recipes shipped in the package (``-c reference``), and the search space of tune.
+RECIPES = resources.files("emotion_lightning") / "configs"
 
 # jsonargparse's name for the loader below (``parser_mode``): its own YAML reading, aliases refused.
 PARSER_MODE = "yaml_without_aliases"
@@ -75,8 +79,6 @@ def read_yaml_file(path: Path, what: str = "valid YAML"):
 
 def shipped_recipes() -> list[str]:
     """The names of the recipes shipped in the package (``-c reference``)."""
-    from emotion_lightning.settings import RECIPES
-
     return sorted(Path(str(recipe)).stem for recipe in RECIPES.iterdir() if str(recipe).endswith(".yaml"))
 
 
