@@ -1,4 +1,5 @@
-"""The emotion data: label schema, splits, tokenization cached on disk, length-aware batches."""
+"""The emotion data: the label schema, and EmotionDataModule: the splits each stage needs, tokenized once into
+the cache, and their loaders."""
 
 from __future__ import annotations
 
