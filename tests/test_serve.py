@@ -583,6 +583,19 @@ def test_health_page_and_api_docs_with_nothing_from_the_network(server):
     assert texts["maxItems"] == 4  # this server's --max_texts
 
 
+def test_the_api_document_lists_every_status_a_prediction_can_be_answered_with():
+    from emotion_lightning import compat
+    from emotion_lightning.serve import app
+    from emotion_lightning.serve.app import openapi_document
+
+    raised = {int(status) for status in re.findall(r"Refused\((\d{3})", Path(app.__file__).read_text())}
+    guarded = {int(status) for status in re.findall(r"HTTP/1.1 (\d{3})", Path(compat.__file__).read_text())}
+    other_paths = {404, 405}  # a page that does not exist, a method a path does not take
+    answered = {200} | (raised - other_paths) | guarded
+    documented = {int(status) for status in openapi_document(4)["paths"]["/predict"]["post"]["responses"]}
+    assert documented == answered
+
+
 def test_the_api_document_describes_the_bodies_the_server_reads():
     from emotion_lightning.serve.app import openapi_document
 
