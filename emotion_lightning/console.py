@@ -91,19 +91,20 @@ class _OneLineForOurs:
         return self.library_format(message, category, filename, lineno, line)
 
 
-def set_up_messages(verbose: bool = False, libraries: bool = True) -> None:
+def set_up_messages(verbose: bool = False, libraries: bool = True, show: bool = True) -> None:
     """What the command shows, set once where its process starts (the command line, a serve worker): the package's
-    messages on stderr, one line each; unless ``verbose``, not the libraries' notices and progress bars that carry
-    no action for the user. ``libraries``: Lightning and the Hugging Face libraries are imported here (importing
-    Lightning sets its loggers' level), for the commands that use them; the others import none of them.
+    messages on stderr, one line each (``show``); unless ``verbose``, not the libraries' notices and progress bars
+    that carry no action for the user. ``libraries``: Lightning and the Hugging Face libraries are imported here
+    (importing Lightning sets its loggers' level), for the commands that use them; the others import none of them.
 
-    The first call decides: the model and the data module call it too, for training from Python, and leave what
-    the command line set as it was."""
+    The first call decides what is left out: the model calls it too (without ``show``), for training from Python,
+    and leaves what the command line set as it was."""
     global VERBOSE, _SET_UP
+    if show:
+        show_messages()
     if _SET_UP:
         return
     VERBOSE, _SET_UP = verbose, True
-    show_messages()
     if not isinstance(warnings.formatwarning, _OneLineForOurs):
         warnings.formatwarning = _OneLineForOurs(warnings.formatwarning)
     if verbose:

@@ -94,7 +94,7 @@ class EmotionClassifier(L.LightningModule):
         int8: bool | Literal["auto"] = "auto",
         backbone_config: dict | None = None,
     ):
-        set_up_messages()  # trained from Python too: as quiet as the command line
+        set_up_messages(show=False)  # trained from Python too: as quiet as the command line
         super().__init__()
         if not learning_rate > 0:
             raise SettingError(f"model.learning_rate must be more than 0, got {learning_rate}")

@@ -39,7 +39,7 @@ def worker_main(connection, settings: WorkerSettings) -> None:
     end_with_parent()
     from emotion_lightning.console import set_up_messages
 
-    set_up_messages(settings.verbose)
+    set_up_messages(settings.verbose, show=False)  # the server says what the workers do
     try:
         predictor = _load(settings, connection)
         while predictor is not None:
