@@ -283,7 +283,7 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, training: bool) -> DataLoader:
         if self.num_workers > 0:
-            # The tokenizer already ran in this process; forked workers must not use its threads.
+            # Forked workers must not use the tokenizer's threads (tokenizers has no call for it, only this variable).
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         dataset = self.splits[split]
         # Shuffling is seeded by shuffle_seed and the epoch alone, and the loader gets its own generator: the

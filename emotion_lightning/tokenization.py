@@ -110,7 +110,8 @@ def _end_with_parent() -> None:
     # flag), which would keep it computing after a scheduler stopped the job.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the tokenizer's own threads, after a fork: off
+    # The tokenizer's own threads, after a fork: off (tokenizers has no call for it, only this variable).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     processes.end_with_parent()
 
 

@@ -112,6 +112,8 @@ def test_fit_on_two_processes_trains_and_keeps_checkpoints(uneven_data, tiny_dis
         "2",
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # One run folder, claimed by the first process; the other wrote through it and left nothing of its own.
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith("version_")] == ["version_0"]
     assert (run_folder(tmp_path) / "checkpoints" / "best.ckpt").is_file()
     assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()
     epochs = logged_metrics(run_folder(tmp_path) / "metrics.csv")

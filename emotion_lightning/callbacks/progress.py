@@ -132,6 +132,8 @@ class RunSummary(Callback):
             say(f"Run folder {trainer.default_root_dir}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # said by the first process, of the run folder it claimed
+            return
         folder = Path(trainer.default_root_dir)
         size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
         here = time.monotonic() - self._started
@@ -144,7 +146,7 @@ class RunSummary(Callback):
             lines.append(
                 f"  best checkpoint: {best.best_model_path} ({best.monitor} {float(best.best_model_score):.4f})"
             )
-        if trainer.is_global_zero and (curves := write_curves(folder)) is not None:
+        if (curves := write_curves(folder)) is not None:
             lines.append(f"  curves: {curves}")
         last = ResumeCheckpoint.last_checkpoint_path(trainer)
         if best is not None and not best.best_model_path:

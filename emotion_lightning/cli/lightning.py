@@ -223,14 +223,15 @@ class EmotionCLI(LightningCLI):
                     "fit; wait for it to end (or stop it) before resuming"
                 )
             return checkpoint_run
+        if not runs.first_process_of_job():  # it claims none: ModelCheckpoint broadcasts the first's folder
+            return root
         if not root.exists():
             self.run_folders.made_roots.add(root.name)
         try:
-            folder = runs.shared_new_run_folder(root)
+            folder = runs.claim_new_run_folder(root)
         except OSError as error:
             raise SettingError(f"cannot create a run folder in trainer.default_root_dir {root}: {error}") from None
-        if runs.first_process_of_job():
-            self.run_folders.lock(folder, created=True)
+        self.run_folders.lock(folder, created=True)
         return folder
 
     # -- building ------------------------------------------------------------------------------

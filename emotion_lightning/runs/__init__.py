@@ -33,7 +33,7 @@ from emotion_lightning.runs.folders import (
     run_folders,
     write_new_file,
 )
-from emotion_lightning.runs.ownership import HeldRunFolders, first_process_of_job, shared_new_run_folder
+from emotion_lightning.runs.ownership import HeldRunFolders, first_process_of_job
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -53,6 +53,5 @@ __all__ = [
     "read_metrics",
     "run_folder_of",
     "run_folders",
-    "shared_new_run_folder",
     "write_new_file",
 ]

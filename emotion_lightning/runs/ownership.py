@@ -1,24 +1,14 @@
-"""Which process writes into a run folder: one fit at a time (a lock held as long as it runs), and one folder
-for all the processes of a distributed job."""
+"""Which process writes into a run folder: one fit at a time (a lock held as long as it runs), and of a
+distributed job only its first process, which claims the folder."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import time
 from pathlib import Path
-
-from emotion_lightning.runs.folders import claim_new_run_folder
 
 # Held (flock) by the fit that writes into a run folder, for as long as it runs.
 LOCK_FILE = ".fit.lock"
-# Set by the process that claims the folder; the DDP processes that Lightning starts inherit it.
-RUN_FOLDER_VARIABLE = "EMOTION_LIGHTNING_RUN_DIR"
-# How long the other processes of a torchrun / SLURM job wait for the first one's run folder, and how
-# much earlier than them the first one may have claimed it (an older claim is a former job's).
-SHARED_FOLDER_WAIT_SECONDS = 120
-FIRST_PROCESS_LEAD_SECONDS = 30
 
 
 # -- one fit per run folder at a time -----------------------------------------------------------
@@ -87,49 +77,5 @@ def remove_if_unused(folder: Path) -> bool:
     return True
 
 
-# -- one run folder for all the processes of a job ----------------------------------------------
-
-
-def _launch_key() -> str | None:
-    """An id shared by all processes of a job started by torchrun or SLURM; None for one process.
-
-    Processes that Lightning starts itself inherit the run folder through the environment instead.
-    """
-    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1"))) <= 1:
-        return None
-    parts = [os.environ.get(name, "") for name in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID")]
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
-
-
 def global_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-
-
-def shared_new_run_folder(root: str | Path) -> Path:
-    """A new run folder for this job: claimed by its first process and the same for all its processes."""
-    inherited = os.environ.get(RUN_FOLDER_VARIABLE)
-    if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:
-        return Path(inherited)  # a DDP process that Lightning started: its parent claimed the folder
-    key = _launch_key()
-    pointer = Path(root) / f".run-of-job-{key}" if key else None
-    if pointer is not None and global_rank() > 0:
-        folder = Path(root) / _wait_for_pointer(pointer)
-    else:
-        folder = claim_new_run_folder(root)
-        if pointer is not None:
-            partial = pointer.with_name(f"{pointer.name}.partial")
-            partial.write_text(folder.name)
-            os.replace(partial, pointer)
-    os.environ[RUN_FOLDER_VARIABLE] = str(folder)
-    return folder
-
-
-def _wait_for_pointer(pointer: Path) -> str:
-    """The folder name that the job's first process wrote; an older pointer is a former job's."""
-    started = time.time() - FIRST_PROCESS_LEAD_SECONDS
-    deadline = time.monotonic() + SHARED_FOLDER_WAIT_SECONDS
-    while not (pointer.is_file() and pointer.stat().st_mtime >= started):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the first process of this job created no run folder in {pointer.parent}")
-        time.sleep(0.2)
-    return pointer.read_text().strip()

@@ -31,7 +31,7 @@ def worker_main(connection, settings: WorkerSettings) -> None:
     # spin. Spinning took the core a busy neighbour process shared with a worker thread, and the parallel regions
     # then ran at the pace of that thread: with one core busy, 38 texts/s spinning, 194 without (2-core CPU,
     # 64 clients; alone 304 spinning, 300 and 312 without: no cost; docs/performance.md). A user's own setting stands.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when it starts: torch has no call for it
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     from emotion_lightning.processes import end_with_parent
