@@ -105,8 +105,6 @@ def set_up_messages(verbose: bool = False, libraries: bool = True, show: bool = 
     if _SET_UP:
         return
     VERBOSE, _SET_UP = verbose, True
-    if not isinstance(warnings.formatwarning, _OneLineForOurs):
-        warnings.formatwarning = _OneLineForOurs(warnings.formatwarning)
     if verbose:
         return
     for pattern in NOISE_WARNINGS:
@@ -114,7 +112,7 @@ def set_up_messages(verbose: bool = False, libraries: bool = True, show: bool = 
     if libraries:
         import datasets
         import huggingface_hub.utils
-        import lightning.pytorch  # noqa: F401 (sets its loggers' level when imported)
+        import lightning.pytorch  # noqa: F401 (sets its loggers' level and its warnings' format when imported)
         import transformers
 
         transformers.logging.set_verbosity_error()
@@ -122,3 +120,5 @@ def set_up_messages(verbose: bool = False, libraries: bool = True, show: bool = 
         datasets.disable_progress_bars()
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # devices found, seed set, tips
             logging.getLogger(name).setLevel(logging.WARNING)
+    if not isinstance(warnings.formatwarning, _OneLineForOurs):  # after Lightning has set its own
+        warnings.formatwarning = _OneLineForOurs(warnings.formatwarning)

@@ -46,16 +46,19 @@ def test_the_summary_gives_the_run_folder_size_and_last_can_be_left_out(fit_args
 
 
 def test_the_package_warnings_are_one_plain_line():
-    import warnings
-
-    import emotion_lightning.model
-    from emotion_lightning.console import set_up_messages
-
-    set_up_messages()  # what the command line does first
-    ours = warnings.formatwarning("texts are cut at 64", UserWarning, emotion_lightning.model.__file__, 128)
-    assert ours == "warning: texts are cut at 64\n"
-    theirs = warnings.formatwarning("something", UserWarning, warnings.__file__, 10)
-    assert warnings.__file__ in theirs
+    # In a fresh process, as the command line starts: importing Lightning there sets a warning format of its own.
+    script = (
+        "import warnings\n"
+        "from emotion_lightning.console import set_up_messages\n"
+        "set_up_messages()\n"
+        "import emotion_lightning.model as m\n"
+        "print(repr(warnings.formatwarning('texts are cut at 64', UserWarning, m.__file__, 128)))\n"
+        "print(repr(warnings.formatwarning('something', UserWarning, warnings.__file__, 10)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    ours, theirs = done.stdout.splitlines()
+    assert ours == repr("warning: texts are cut at 64\n"), done.stderr[-2000:]
+    assert "warnings.py" in theirs
 
 
 def test_export_says_what_it_wrote_and_others_can_read_it(tiny_checkpoint, tmp_path):
