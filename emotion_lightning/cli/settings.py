@@ -14,7 +14,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from emotion_lightning.cli.config_files import RECIPES
+from emotion_lightning.cli.config_files import RECIPES, config_paths, read_yaml_file, register_parser_mode
 from emotion_lightning.compat import read_argument_error
 from emotion_lightning.errors import SettingError
 
@@ -24,8 +24,6 @@ HELP_FOLDER = resources.files("emotion_lightning") / "help"
 def parser_rules() -> dict:
     """What every parser of the package is built with: jsonargparse raises instead of printing a page of usage and
     exiting; a prefix of a name is not taken for it; YAML (files and values) is read without aliases."""
-    from emotion_lightning.cli.config_files import register_parser_mode
-
     return {"exit_on_error": False, "allow_abbrev": False, "parser_mode": register_parser_mode()}
 
 
@@ -86,8 +84,6 @@ def check_setting_names(args: list[str]) -> None:
     line at once, before the parser (and Lightning, seconds to import) is built. Values are the parser's to check.
     (The ``-c`` files are read by :func:`~emotion_lightning.cli.config_files.read_yaml_file`: a file that is missing,
     not YAML or with an alias is one line naming it.)"""
-    from emotion_lightning.cli.config_files import config_paths, read_yaml_file
-
     subcommand, known = args[0], set(settings_named_in_help(args[0])) | {"config", "help", "verbose"}
 
     def unknown(name: str) -> bool:  # a setting's own keys (--trainer.logger.init_args.name) come with it
