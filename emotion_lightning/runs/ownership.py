@@ -11,12 +11,9 @@ from pathlib import Path
 LOCK_FILE = ".fit.lock"
 
 
-# -- one fit per run folder at a time -----------------------------------------------------------
-
-
 def first_process_of_job() -> bool:
     """Whether this is the process that owns the run folder (not another DDP process of the same job)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and global_rank() == 0
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and _global_rank() == 0
 
 
 class HeldRunFolders:
@@ -77,5 +74,5 @@ def remove_if_unused(folder: Path) -> bool:
     return True
 
 
-def global_rank() -> int:
+def _global_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
