@@ -28,8 +28,8 @@ import torch
 from emotion_lightning.compat import tensor_version
 from emotion_lightning.cpu import this_cpu_kind
 from emotion_lightning.errors import SettingError
+from emotion_lightning.first_token import first_token_logits, reads_first_token
 from emotion_lightning.int8 import quantize_linear_layers
-from emotion_lightning.packing import packed_logits
 
 SWITCH_SETTINGS = ("auto", True, False)
 # Kinds of CPU (emotion_lightning.cpu.cpu_kind) where the compiled copy was measured to predict faster than the eager
@@ -112,8 +112,8 @@ class ReducedPrecisionCopy:
             return forward(*inputs)
 
     def _forward(self, input_ids, attention_mask, position_ids, starts) -> torch.Tensor:
-        if starts is not None:
-            return packed_logits(self.model, input_ids, attention_mask, position_ids, starts)
+        if starts is not None or reads_first_token(self.model):
+            return first_token_logits(self.model, input_ids, attention_mask, position_ids, starts)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     # -- compilation ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 A batch of tweets padded to its longest text is mostly padding. Packed, the texts are laid end to end in rows of at
 most ``ROW_LENGTH`` tokens (longest first, each into the first row with room), with a block-diagonal attention mask
 (a text attends to itself only) and position ids that start again at every text: each text's hidden states are
-what they are alone, and its [CLS] is read where it starts. Rows are padded to one of the fixed lengths, so that
-shapes stay few. BERT's and DistilBERT's heads read the [CLS]; other architectures are predicted padded.
+what they are alone, and its [CLS] is read where it starts (:mod:`emotion_lightning.first_token`). Rows are padded to
+one of the fixed lengths, so that shapes stay few. BERT's and DistilBERT's heads read the [CLS]; other architectures
+are predicted padded.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from emotion_lightning.batches import empty_batch, padded_lengths
+from emotion_lightning.first_token import reads_first_token
 
 # Tokens in a row: long enough to hold a dozen tweets, short enough that attention over the whole row (masked)
 # costs less than the padding it saves (docs/performance.md).
 ROW_LENGTH = 256
-PACKED_MODEL_TYPES = ("bert", "distilbert")
 # A batch whose padding adds at most this share to its tokens is run padded, not packed: a packed row's attention
 # spans the whole row, so the sorted, like-length batches of a long call ran faster padded (2,000 validation texts in
 # batches of 64, MiniLM, bf16: 354-392 texts/s padded, 281-347 packed; docs/performance.md).
@@ -138,15 +139,10 @@ class PackWherePaddingWastes:
         return self.pack_texts(columns)
 
 
-def packable(model) -> bool:
-    """Whether a Hugging Face classifier's head can be given the gathered [CLS] states (BERT, DistilBERT)."""
-    return model.config.model_type in PACKED_MODEL_TYPES
-
-
 def should_pack(model, device: torch.device, pack: bool | None) -> bool:
     """Whether to pack for ``model`` on ``device``: ``pack``, else where it was measured faster (a CPU); never for
     a head that cannot be packed."""
-    return (device.type == "cpu" if pack is None else pack) and packable(model)
+    return (device.type == "cpu" if pack is None else pack) and reads_first_token(model)
 
 
 # Where at least this many texts of a call share one length, they make batches of their own (see like_length_batches).
@@ -182,15 +178,3 @@ def prediction_collate(pad_batch, pad_id: int, model, device: torch.device, pack
     if not should_pack(model, device, pack):
         return pad_batch
     return PackTexts(pad_id) if pack else PackWherePaddingWastes(pad_batch, pad_id)
-
-
-def packed_logits(model, input_ids, attention_mask, position_ids, starts) -> torch.Tensor:
-    """A ``...ForSequenceClassification``'s logits for packed texts (:meth:`PackedRows.model_inputs`), in their input
-    order. Tensors only: what compiled code is given too."""
-    hidden = model.base_model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-    ).last_hidden_state
-    first = hidden[starts[:, 0], starts[:, 1]]
-    if model.config.model_type == "distilbert":  # its head: pre_classifier, ReLU, dropout, classifier
-        return model.classifier(model.dropout(torch.relu(model.pre_classifier(first))))
-    return model.classifier(model.dropout(model.base_model.pooler(first[:, None])))  # BERT: pooler, dropout, ...

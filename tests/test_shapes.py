@@ -23,10 +23,11 @@ class RecordShapes(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         def record(module, args, kwargs):
             stage_now = trainer.state.stage.value if trainer.state.stage else "other"
-            self.lengths.setdefault(stage_now, set()).add(kwargs["input_ids"].shape[1])
+            input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+            self.lengths.setdefault(stage_now, set()).add(input_ids.shape[1])
 
-        # The encoder itself: padded batches and packed rows both reach it.
-        pl_module.model.base_model.register_forward_pre_hook(record, with_kwargs=True)
+        # The encoder's embeddings: padded batches and packed rows all start there, whichever way the layers run.
+        pl_module.model.base_model.embeddings.register_forward_pre_hook(record, with_kwargs=True)
 
 
 def recorded(cli) -> dict[str, set[int]]:
