@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def parse_args(argv=None):
         "--checkpoint", help="with --arms predict alone: the checkpoint to predict with (not the lightning arm's)"
     )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
+    parser.add_argument("--keep-checkpoint", type=Path, help="copy the lightning arm's best checkpoint here")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -343,7 +345,9 @@ def make_random_distilbert(target: Path, tokenizer: str) -> Path:
 
 def timed(command: list[str], log: Path) -> float:
     """Run ``command`` to the end; its whole wall time. Its output goes to ``log``."""
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "benchmarks")}
+    # (a PYTHONPATH of the caller's stays after this folder: another copy of the package can be timed so)
+    paths = [str(REPO / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(paths)}
     print(f"[benchmark] {' '.join(command)}", flush=True)
     started = time.perf_counter()
     with log.open("w") as output:
@@ -465,6 +469,9 @@ def main(argv=None) -> None:
                 # What the user sees of that run, kept beside the results.
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 args.output.with_suffix(".lightning.log").write_text((work_dir / "lightning.log").read_text())
+                if args.keep_checkpoint:  # (the work folder goes at the end)
+                    args.keep_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(results[arm]["best_checkpoint"], args.keep_checkpoint)
             else:
                 wall = timed([*child, "--arm", arm], work_dir / f"{arm}.log")
                 results[arm] = {"wall_seconds": wall, **json.loads((work_dir / f"{arm}.json").read_text())}

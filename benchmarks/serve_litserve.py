@@ -1,6 +1,8 @@
-"""The serving peer: LitServe batching a bfloat16 `transformers.pipeline` on the exported folder, with the same
-batching as `emotion-lightning serve` (at most 64 texts a batch, 20 ms waiting for company). Run by
-serve_load.py: SERVE_BASELINE_MODEL=FOLDER SERVE_PORT=PORT [SERVE_MAX_BATCH=64 SERVE_BATCH_TIMEOUT=0.02] python ..."""
+"""The serving peer: LitServe batching a `transformers.pipeline` on the exported folder (bfloat16 unless
+SERVE_BASELINE_DTYPE says otherwise), with the same batching as `emotion-lightning serve` (at most 64 texts a batch,
+20 ms waiting for company). Run by serve_load.py:
+SERVE_BASELINE_MODEL=FOLDER SERVE_PORT=PORT [SERVE_BASELINE_DTYPE=bfloat16|float32 SERVE_MAX_BATCH=64
+SERVE_BATCH_TIMEOUT=0.02] python ..."""
 
 import os
 
@@ -14,7 +16,7 @@ class EmotionAPI(ls.LitAPI):
         self.classifier = pipeline(
             "text-classification",
             model=os.environ["SERVE_BASELINE_MODEL"],
-            dtype=torch.bfloat16,
+            dtype=getattr(torch, os.environ.get("SERVE_BASELINE_DTYPE", "bfloat16")),
             top_k=None,
             truncation=True,
             device=device,

@@ -1,8 +1,9 @@
 """Load test of `emotion-lightning serve` on loopback, beside the baseline a user would write and the ceiling.
 
 (a) `emotion-lightning serve CHECKPOINT`; (b) the peer: LitServe batching a bfloat16 pipeline (serve_litserve.py, max
-batch 64, 20 ms batch timeout, as ours); (c) FastAPI + uvicorn + `transformers.pipeline` on the exported folder,
-one request a call (serve_baseline.py), float32 and bfloat16; (d) EmotionPredictor in this process: all texts in
+batch 64, 20 ms batch timeout, as ours; float32 on a CPU without native bf16); (c) FastAPI + uvicorn +
+`transformers.pipeline` on the exported folder, one request a call (serve_baseline.py), float32 and bfloat16 (float32
+alone without native bf16); (d) EmotionPredictor in this process: all texts in
 one call, and in calls of 64 texts (the most a batch of the server holds at 64 clients), each at batch sizes
 64 and 16, the faster kept. C concurrent clients send single-text requests drawn from the validation
 texts; each run is bounded in requests and seconds. Then a run with one bad request in ten. `--neighbour` keeps a
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
+from emotion_lightning.compat import cpu_supports_bf16
 from emotion_lightning.cpu import SPEED_FLAGS, cpu_flags
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion" / "validation.txt"
@@ -235,15 +237,18 @@ def measure(args, texts, url, report) -> None:
     with tempfile.TemporaryDirectory() as folder:
         exported = Path(folder) / "exported"
         subprocess.run(["emotion-lightning", "export", str(args.checkpoint), str(exported)], check=True)
-        # The peer: LitServe batching a bf16 pipeline, at our batching settings.
+        # The peer: LitServe batching the pipeline at our batching settings, in bf16 where the CPU computes it
+        # natively (emulated bf16 runs about a hundredth as fast as fp32: no one would serve it), else fp32.
+        report["peer_dtype"] = peer_dtype = "bfloat16" if cpu_supports_bf16() else "float32"
         env = {"SERVE_BASELINE_MODEL": str(exported), "SERVE_PORT": str(args.port), "PYTHONPATH": str(here)}
+        env["SERVE_BASELINE_DTYPE"] = peer_dtype
         report["litserve"] = run_server(
             [sys.executable, str(here / "serve_litserve.py")], url, args.port, texts, args, env
         )
         if "fastapi" not in args.skip:
             baseline = {}
             bounded = argparse.Namespace(**{**vars(args), "seconds": args.baseline_seconds})
-            for dtype in ("float32", "bfloat16"):
+            for dtype in ("float32", "bfloat16") if peer_dtype == "bfloat16" else ("float32",):
                 command = [sys.executable, "-m", "uvicorn", "serve_baseline:app", "--port", str(args.port)]
                 env = {"SERVE_BASELINE_MODEL": str(exported), "SERVE_BASELINE_DTYPE": dtype, "PYTHONPATH": str(here)}
                 baseline[dtype] = run_server([*command, "--log-level", "warning"], url, args.port, texts, bounded, env)
@@ -252,7 +257,8 @@ def measure(args, texts, url, report) -> None:
 
 def summary(report: dict) -> str:
     """Texts/s at each number of clients, the arms side by side."""
-    arms = {"serve": report["serve"], "litserve (bf16 pipeline)": report["litserve"]}
+    peer = {"bfloat16": "bf16", "float32": "fp32"}[report.get("peer_dtype", "bfloat16")]
+    arms = {"serve": report["serve"], f"litserve ({peer} pipeline)": report["litserve"]}
     for dtype, runs in report.get("baseline", {}).items():
         arms[f"fastapi ({dtype})"] = runs
     clients = [run["clients"] for run in report["serve"]]
