@@ -30,8 +30,9 @@ def first_token_logits(model, input_ids, attention_mask, position_ids=None, star
     base = model.base_model
     distilbert = model.config.model_type == "distilbert"
     hidden = base.embeddings(input_ids=input_ids, position_ids=position_ids)
-    # The mask each layer takes, as the model makes it (None where nothing is masked: the faster kernel).
-    mask = create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    # The mask each layer takes, as the model makes it (None where nothing is masked: the faster kernel). Positional:
+    # transformers 5.0 names the embeddings `input_embeds`, later versions `inputs_embeds`.
+    mask = create_bidirectional_mask(base.config, hidden, attention_mask)
     *layers, last = base.transformer.layer if distilbert else base.encoder.layer
     for layer in layers:
         hidden = layer(hidden, mask)

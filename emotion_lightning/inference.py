@@ -34,12 +34,14 @@ from emotion_lightning.int8 import quantize_linear_layers
 SWITCH_SETTINGS = ("auto", True, False)
 # Kinds of CPU (emotion_lightning.cpu.cpu_kind) where the compiled copy was measured to predict faster than the eager
 # one; elsewhere "auto" leaves it eager. None yet: on an AVX512-BF16 CPU without AMX (2 cores, MiniLM, 2,000 texts)
-# compiled and eager ran alike (322-344 and 320-349 texts/s; 27 s to compile), with static shapes too; AMX and AVX2
-# machines were not measured (docs/performance.md).
+# compiled and eager ran alike (322-344 and 320-349 texts/s; 27 s to compile), with static shapes too; on an AVX2
+# CPU without native bf16 (fp32 there) an fp32 copy compiled ran 216-246 texts/s against 218-248 eager, 100 s to
+# compile. AMX machines were not measured (docs/performance.md).
 COMPILE_PAYS_ON: tuple[str, ...] = ()
 # Kinds of CPU where int8 linear layers were measured to predict faster than the bf16 copy, their labels equal to
 # fp32's after the redo: on an AVX512-BF16 CPU with AVX512-VNNI, no AMX (2 cores, MiniLM, 2,000 texts, one process,
-# 4 rounds interleaved): 554.6 texts/s against 470.9 (docs/performance.md). AMX and AVX2 machines were not measured.
+# 4 rounds interleaved): 554.6 texts/s against 470.9 (docs/performance.md). Not on AVX2 without VNNI: there
+# torch._int_mm ran 1 GOP/s against fp32's 56 GFLOP/s (one thread, 1472x384x1536). AMX machines were not measured.
 INT8_PAYS_ON: tuple[str, ...] = ("avx512_bf16",)
 
 

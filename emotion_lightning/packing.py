@@ -45,7 +45,8 @@ class PackedRows:
         return PackedRows(**moved, pad_id=self.pad_id)
 
     def model_inputs(self) -> tuple[torch.Tensor, ...]:
-        """What :func:`packed_logits` takes after the model: input ids, attention mask, position ids, starts."""
+        """What :func:`~emotion_lightning.first_token.first_token_logits` takes after the model: input ids, attention
+        mask, position ids, starts."""
         return self.input_ids, self.attention_mask, self.position_ids, self.starts
 
     def subset(self, keep: torch.Tensor) -> PackedRows:
