@@ -36,7 +36,6 @@ def first_token_logits(model, input_ids, attention_mask, position_ids=None, star
     *layers, last = base.transformer.layer if distilbert else base.encoder.layer
     for layer in layers:
         hidden = layer(hidden, mask)
-        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
     if starts is None:
         rows, first, first_mask = None, hidden[:, 0], None if mask is None else mask[:, :, :1]
     else:
