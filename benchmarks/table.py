@@ -83,16 +83,19 @@ def main() -> None:
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = [f"cpu flags: {' '.join(sorted(cpu_flags() & set(SPEED_FLAGS))) or 'none of ' + ' '.join(SPEED_FLAGS)}"]
-    kept = out / "full-best.ckpt"
 
-    def training() -> None:
+    def training() -> Path | None:
+        """Run the training arms; the full run's best checkpoint, where it ran."""
         short = ("--train-limit", "2000", "--val-limit", "500", "--epochs", "1", "--arms", "hf,lightning")
         run("compare.py", *short, "--output", str(out / "training-short.json"))
         rows.extend(training_rows(json.loads((out / "training-short.json").read_text()), "short"))
-        if args.full:
-            full_run = ("--arms", "hf,lightning", "--keep-checkpoint", str(kept))
-            run("compare.py", *full_run, "--output", str(out / "training-full.json"))
-            rows.extend(training_rows(json.loads((out / "training-full.json").read_text()), "the 3-epoch recipe"))
+        if not args.full:
+            return None
+        kept = out / "full-best.ckpt"
+        full = ("--arms", "hf,lightning", "--keep-checkpoint", str(kept))
+        run("compare.py", *full, "--output", str(out / "training-full.json"))
+        rows.extend(training_rows(json.loads((out / "training-full.json").read_text()), "the 3-epoch recipe"))
+        return kept
 
     def use(checkpoint: Path) -> None:
         if "prediction" not in args.skip:
@@ -109,10 +112,9 @@ def main() -> None:
     # With a model given, it predicts and serves first (those figures need no training); else the full run trains it.
     if args.checkpoint is not None:
         use(args.checkpoint)
-    if "training" not in args.skip:
-        training()
-    if args.checkpoint is None and kept.is_file() and args.full:
-        use(kept)
+    trained = training() if "training" not in args.skip else None
+    if args.checkpoint is None and trained is not None:
+        use(trained)
     elif args.checkpoint is None:
         rows.append("prediction and serving: no model (give --checkpoint, or --full to train one)")
     print("\n".join(rows))
