@@ -389,8 +389,10 @@ def test_answers_match_the_predictor(server, tiny_checkpoint):
     status, many = server.predict({"texts": TEXTS})
     assert status == 200
     answers = many["predictions"]
+    documented = json.loads(server.get("/openapi.json")[1])["components"]["schemas"]["Prediction"]["properties"]
+    assert set(documented) == {"label", "score", "probabilities", "truncated"}
     for text, answer, prediction in zip(TEXTS, answers, expected, strict=True):
-        assert set(answer) == {"label", "score", "probabilities", "truncated"}
+        assert set(answer) == set(documented)  # the answer is what the API's document says
         assert answer["label"] == prediction.label, text
         assert list(answer["probabilities"]) == list(prediction.probabilities)
         for label, probability in prediction.probabilities.items():
@@ -586,7 +588,7 @@ def test_health_page_and_api_docs_with_nothing_from_the_network(server):
 def test_the_api_document_lists_every_status_a_prediction_can_be_answered_with():
     from emotion_lightning import compat
     from emotion_lightning.serve import app
-    from emotion_lightning.serve.app import openapi_document
+    from emotion_lightning.serve.openapi import openapi_document
 
     raised = {int(status) for status in re.findall(r"Refused\((\d{3})", Path(app.__file__).read_text())}
     guarded = {int(status) for status in re.findall(r"HTTP/1.1 (\d{3})", Path(compat.__file__).read_text())}
@@ -597,7 +599,7 @@ def test_the_api_document_lists_every_status_a_prediction_can_be_answered_with()
 
 
 def test_the_api_document_describes_the_bodies_the_server_reads():
-    from emotion_lightning.serve.app import openapi_document
+    from emotion_lightning.serve.openapi import openapi_document
 
     body = openapi_document(max_texts=3)["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     for form in body["schema"]["oneOf"]:

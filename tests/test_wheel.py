@@ -48,7 +48,7 @@ def test_the_wheel_carries_the_recipes_the_search_space_the_help_and_the_pages(i
         assert (package / "configs" / f"{name}.yaml").is_file(), name
     for name in ("fit", "validate", "test", "predict", "export", "serve", "tune"):
         assert (package / "help" / f"{name}.txt").is_file(), name
-    for name in ("index.html", "docs.html", "openapi.json"):
+    for name in ("index.html", "docs.html"):
         assert (package / "static" / name).is_file(), name
 
 

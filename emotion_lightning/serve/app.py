@@ -19,14 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from emotion_lightning.serve.openapi import API_KEY_HEADER, API_PATH, REQUEST_FIELDS, openapi_document
 from emotion_lightning.serve.workers import ModelWorkers, WorkerUnavailable
 from emotion_lightning.sources import text_problem
 
-API_PATH = "/predict"
 STATIC = resources.files("emotion_lightning") / "static"
 # The headers this server reads: a request that repeats one is refused rather than read one way here and
 # another way elsewhere.
-SINGLE_HEADERS = (b"host", b"content-type", b"content-length", b"transfer-encoding", b"x-api-key", b"origin")
+KEY_HEADER = API_KEY_HEADER.lower().encode()
+SINGLE_HEADERS = (b"host", b"content-type", b"content-length", b"transfer-encoding", KEY_HEADER, b"origin")
 DOCS_ASSETS = {"/docs/swagger-ui.css": "text/css", "/docs/swagger-ui-bundle.js": "text/javascript"}
 # Every path the server answers, and the methods it answers there.
 ROUTES = {
@@ -41,9 +42,6 @@ ROUTES = {
 # The pages anyone may read; every other route needs the API key when one is set.
 OPEN_PATHS = ("/", "/health")
 USAGE = 'send {"text": "..."} or {"texts": ["...", ...]}'
-# The body of POST /predict: an object of exactly one of these fields. read_request reads by them, and the OpenAPI
-# document's request schema is made from them (with the server's own limit on texts).
-REQUEST_FIELDS = {"text": {"type": "string"}, "texts": {"type": "array", "minItems": 1, "items": {"type": "string"}}}
 
 
 class Refused(Exception):
@@ -80,19 +78,6 @@ def read_request(payload: object, max_texts: int) -> TextsToClassify:
             where = '"text"' if single else f'"texts"[{position}]'
             raise Refused(422, f"{where}: {problem}")
     return TextsToClassify(texts, single)
-
-
-def openapi_document(max_texts: int) -> dict:
-    """The API's OpenAPI document: ``static/openapi.json`` (the responses, the key), with the request schema made
-    from :data:`REQUEST_FIELDS` and this server's limit on texts."""
-    document = json.loads((STATIC / "openapi.json").read_text())
-    forms = []
-    for name, schema in REQUEST_FIELDS.items():
-        schema = {**schema, "maxItems": max_texts} if schema["type"] == "array" else schema
-        form = {"type": "object", "required": [name], "additionalProperties": False, "properties": {name: schema}}
-        forms.append(form)
-    document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"] = {"oneOf": forms}
-    return document
 
 
 def parse_json(body: bytes) -> object:
@@ -159,7 +144,7 @@ class ServeApp:
             if scope["method"] == "OPTIONS":
                 extra += [
                     (b"access-control-allow-methods", b"GET, POST"),
-                    (b"access-control-allow-headers", b"Content-Type, X-API-Key"),
+                    (b"access-control-allow-headers", f"Content-Type, {API_KEY_HEADER}".encode()),
                     (b"access-control-max-age", b"600"),
                 ]
         await _respond(send, status, body, content_type, extra, head=scope["method"] == "HEAD")
@@ -177,7 +162,7 @@ class ServeApp:
         if method == "OPTIONS" and b"origin" in headers:  # a browser asking whether it may: CORS says
             return 204, b"", "text/plain"
         if path not in OPEN_PATHS:
-            self._check_key(headers.get(b"x-api-key"))  # before saying which paths exist
+            self._check_key(headers.get(KEY_HEADER))  # before saying which paths exist
         if path not in ROUTES:
             raise Refused(404, f"no such page: {path}")
         if method not in ROUTES[path]:
@@ -198,7 +183,7 @@ class ServeApp:
     def _check_key(self, given: bytes | None) -> None:
         key = self.rules.api_key
         if key is not None and (given is None or not hmac.compare_digest(given, key)):
-            raise Refused(401, "this server needs its API key in the header X-API-Key")
+            raise Refused(401, f"this server needs its API key in the header {API_KEY_HEADER}")
 
     async def _predict(self, headers: dict[bytes, bytes], receive) -> tuple[int, bytes, str]:
         media_type, _, parameters = headers.get(b"content-type", b"").decode("latin-1").partition(";")

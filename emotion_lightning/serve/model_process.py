@@ -9,6 +9,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from emotion_lightning.serve.openapi import PREDICTION_FIELDS
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -107,9 +109,4 @@ def _answers(predictor, requests: list[list[str]]) -> list[list[dict] | str]:
 
 
 def _answer(prediction) -> dict:
-    return {
-        "label": prediction.label,
-        "score": prediction.score,
-        "probabilities": prediction.probabilities,
-        "truncated": prediction.truncated,
-    }
+    return {name: getattr(prediction, name) for name in PREDICTION_FIELDS}
