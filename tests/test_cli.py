@@ -311,3 +311,15 @@ def test_a_model_trained_at_a_short_max_length_is_encoded_alike_by_the_cli_and_t
     for row, result in zip(rows, results, strict=True):
         for label, probability in result.probabilities.items():
             assert float(row[f"prob_{label}"]) == pytest.approx(probability, abs=1e-6)
+
+
+def test_a_drawn_seed_shuffles_the_training_batches_when_last_finds_no_run(fit_args, tmp_path, monkeypatch):
+    # `--ckpt_path last` looks for a run before LightningCLI draws the seed of `seed_everything: true`: the new run it
+    # then starts shuffles with the seed drawn, as a run started without --ckpt_path does. (Lightning's draw is
+    # $PL_GLOBAL_SEED, else 0: 7 here, so that a shuffling seed left at 0 shows.)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    cli = run(["fit", *fit_args, "--seed_everything", "true", "--ckpt_path", "last", "--trainer.max_steps", "1"])
+    drawn = cli.config.fit.seed_everything
+    assert drawn == 7 and cli.datamodule.shuffle_seed == drawn
+    saved = (Path(cli.trainer.default_root_dir) / "config.yaml").read_text()
+    assert f"shuffle_seed: {drawn}\n" in saved

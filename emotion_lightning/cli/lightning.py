@@ -158,8 +158,8 @@ class EmotionCLI(LightningCLI):
     def _run_to_continue(self, root: Path) -> Path | None:
         """``fit --ckpt_path last``: the ``last.ckpt`` of the newest run of these settings (its ``config.yaml``
         trains what this command trains), never another run's; None, said in one line, starts a new run."""
-        _default_shuffle_seed(self.config.fit)  # as the run's config.yaml has it
         asked = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))["fit"]
+        asked["data"]["shuffle_seed"] = _shuffle_seed(self.config.fit)  # as the run's config.yaml has it
         skipped: list[str] = []
         run = runs.newest_run_of(root, asked, skipped)
         for line in skipped:
@@ -180,7 +180,7 @@ class EmotionCLI(LightningCLI):
         config = self.config[self.subcommand]
         if self.precision_note:
             say(self.precision_note)
-        _default_shuffle_seed(config)
+        config.data.shuffle_seed = _shuffle_seed(config)
         if self.subcommand != "fit":
             # The data module gives each process its share of the texts itself (the texts left to do, evenly; an
             # empty batch for a process with none): Lightning's samplers would repeat texts, or refuse a process none.
@@ -327,12 +327,13 @@ def run(
             wandb.finish(exit_code=1 if failed else 0)
 
 
-def _default_shuffle_seed(config) -> None:
-    """The data module's shuffling seed, unless given: the run's ``seed_everything`` (an int once LightningCLI has
-    drawn one for ``true``)."""
-    if config.data.shuffle_seed is None:
-        seed = config.get("seed_everything")
-        config.data.shuffle_seed = seed if type(seed) is int else 0
+def _shuffle_seed(config) -> int:
+    """The data module's shuffling seed: as given, else the run's ``seed_everything`` (an int once LightningCLI has
+    drawn one for ``true``; 0 before)."""
+    if config.data.shuffle_seed is not None:
+        return config.data.shuffle_seed
+    seed = config.get("seed_everything")
+    return seed if type(seed) is int else 0
 
 
 def _set_runnable_precision(subcommand: str | None, trainer) -> str | None:
