@@ -330,10 +330,8 @@ def run(
 def _shuffle_seed(config) -> int:
     """The data module's shuffling seed: as given, else the run's ``seed_everything`` (an int once LightningCLI has
     drawn one for ``true``; 0 before)."""
-    if config.data.shuffle_seed is not None:
-        return config.data.shuffle_seed
     seed = config.get("seed_everything")
-    return seed if type(seed) is int else 0
+    return config.data.shuffle_seed if config.data.shuffle_seed is not None else seed if type(seed) is int else 0
 
 
 def _set_runnable_precision(subcommand: str | None, trainer) -> str | None:
