@@ -27,18 +27,19 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="module")
 def short_run(real_data, tmp_path_factory):
-    """all-MiniLM-L6-v2 trained for 300 steps on the real data: its CLI, arguments and run folder."""
+    """all-MiniLM-L6-v2 trained for 150 steps on the real data: its CLI, arguments and run folder. (150 steps at 2e-4
+    reached val/acc 0.80 in 71 s on 2 AVX2 cores; 300 at 1e-4, 0.87 in 114 s.)"""
     root = tmp_path_factory.mktemp("real")
     args = [
         "--model.backbone",
         STAND_IN_BACKBONE,
         "--model.learning_rate",
-        "1e-4",
+        "2e-4",
         "--data.data_dir",
         str(real_data),
         *quiet_run_args(root),
     ]
-    cli = run(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "300"])
+    cli = run(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "150"])
     return cli, args, run_folder(root)
 
 
@@ -47,7 +48,7 @@ def test_short_real_run_learns_and_predicts(short_run, tmp_path):
     cli, args, folder = short_run
     accuracy = float(cli.trainer.callback_metrics["val/acc"])
     # joy, the largest class, is 35.2% of the validation split: learning must beat always-joy clearly.
-    print(f"val/acc after 300 steps: {accuracy:.4f}")
+    print(f"val/acc after 150 steps: {accuracy:.4f}")
     assert accuracy > 0.6, accuracy
 
     texts = tmp_path / "texts.txt"
