@@ -23,6 +23,14 @@ def reads_first_token(model) -> bool:
     return model.config.model_type in FIRST_TOKEN_MODEL_TYPES
 
 
+def classifier_logits(model, input_ids, attention_mask, position_ids=None, starts=None) -> torch.Tensor:
+    """A Hugging Face classifier's logits: the last layer for the first tokens alone where its head reads nothing else
+    (and for packed rows, which only such heads are given), else the model's own forward."""
+    if starts is not None or reads_first_token(model):
+        return first_token_logits(model, input_ids, attention_mask, position_ids, starts)
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
 def first_token_logits(model, input_ids, attention_mask, position_ids=None, starts=None) -> torch.Tensor:
     """Logits of a ``BertForSequenceClassification`` or ``DistilBertForSequenceClassification``, for padded texts
     (``attention_mask``: texts x length, 1 on tokens) or packed ones (``attention_mask``: rows x 1 x length x length,

@@ -28,7 +28,7 @@ import torch
 from emotion_lightning.compat import tensor_version
 from emotion_lightning.cpu import this_cpu_kind
 from emotion_lightning.errors import SettingError
-from emotion_lightning.first_token import first_token_logits, reads_first_token
+from emotion_lightning.first_token import classifier_logits
 from emotion_lightning.int8 import quantize_linear_layers
 
 SWITCH_SETTINGS = ("auto", True, False)
@@ -114,9 +114,7 @@ class ReducedPrecisionCopy:
             return forward(*inputs)
 
     def _forward(self, input_ids, attention_mask, position_ids, starts) -> torch.Tensor:
-        if starts is not None or reads_first_token(self.model):
-            return first_token_logits(self.model, input_ids, attention_mask, position_ids, starts)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return classifier_logits(self.model, input_ids, attention_mask, position_ids, starts)
 
     # -- compilation ---------------------------------------------------------------------------------
 

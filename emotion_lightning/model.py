@@ -25,7 +25,7 @@ from emotion_lightning.checkpoints import SCORE_CHECKPOINT_KEY, TOKENIZER_CHECKP
 from emotion_lightning.console import set_up_messages
 from emotion_lightning.data import LABELS
 from emotion_lightning.errors import SettingError, check_at_least
-from emotion_lightning.first_token import first_token_logits, reads_first_token
+from emotion_lightning.first_token import classifier_logits
 from emotion_lightning.inference import ReducedPrecisionCopy, batch_device, check_switch_setting, runs_int8
 
 # A prediction made in bf16 / fp16 / int8 whose two most likely labels are closer than this is redone in fp32 (see
@@ -190,9 +190,9 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # The last layer for the [CLS] tokens alone where the head reads nothing else: the same logits and gradients
         # for 10/12 fewer of that layer's products. The compiled model (compile true) runs whole, as compiled.
-        if reads_first_token(self.model) and self.hparams.compile is not True:
-            return first_token_logits(self.model, input_ids, attention_mask)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        if self.hparams.compile is True:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return classifier_logits(self.model, input_ids, attention_mask)
 
     def _shared_step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of a batch; logs the stage's loss and metrics (stage: train, val or test)."""
@@ -294,7 +294,7 @@ class EmotionClassifier(L.LightningModule):
             # metrics' synchronisation: no text, no forward pass (the encoder cannot take a batch of none).
             return torch.zeros((0, len(self.labels)), device=self.device)
         if "packed" in batch:
-            return first_token_logits(self.model, *batch["packed"].model_inputs())
+            return classifier_logits(self.model, *batch["packed"].model_inputs())
         return self(batch["input_ids"], batch["attention_mask"])
 
     # -- optimisation --------------------------------------------------------------------------
